@@ -1,0 +1,90 @@
+//! A cancellation flag that blocking plug threads can both poll cheaply and
+//! sleep on: set when a client disconnects (or the server stops), it wakes
+//! every `sleep` of that client's plugs at once instead of letting them run
+//! out.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Default)]
+pub struct Cancel {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Polled by running scripts every few hundred operations: an atomic so
+    /// the poll takes no lock.
+    cancelled: AtomicBool,
+    /// Only for sleepers: the condvar needs a mutex; taking it in `cancel`
+    /// means a sleeper cannot miss the wake-up between its check and wait.
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        let _guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.inner.wake.notify_all();
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Sleep for `duration` or until cancelled. True if it was cancelled.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        // No deadline when `now + duration` overflows: wait for the cancel.
+        let deadline = Instant::now().checked_add(duration);
+        let mut guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
+        while !self.inner.cancelled.load(Ordering::SeqCst) {
+            let Some(deadline) = deadline else {
+                guard = self.inner.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            guard = self.inner.wake.wait_timeout(guard, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_wakes_a_sleeper_early() {
+        let c = Cancel::new();
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || c2.sleep(Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(20));
+        c.cancel();
+        assert!(t.join().unwrap());
+        assert!(c.is_cancelled());
+    }
+
+    #[test]
+    fn an_endless_sleep_still_wakes_on_cancel() {
+        let c = Cancel::new();
+        let c2 = c.clone();
+        let t = std::thread::spawn(move || c2.sleep(Duration::MAX));
+        std::thread::sleep(Duration::from_millis(20));
+        c.cancel();
+        assert!(t.join().unwrap());
+    }
+
+    #[test]
+    fn uncancelled_sleep_runs_out() {
+        assert!(!Cancel::new().sleep(Duration::from_millis(5)));
+    }
+}

@@ -1,0 +1,26 @@
+//! ssocket: a WebSocket server whose behaviour lives in Rhai scripts.
+//!
+//! A message arrives ([`connection`]), is decoded ([`protocol`]), finds its
+//! plug ([`plugs::registry`]), runs off the async workers
+//! ([`plugs::invoke`]) and every reply the plug yields goes where
+//! [`plugs::router`] says, through the [`hub`] that alone knows who is
+//! connected.
+//!
+//! - [`protocol`]: the wire format, pure encode/decode, and the SYNC diff
+//!   ([`protocol::sync`]).
+//! - [`config`]: the key table, layered settings (defaults, file, env, CLI).
+//! - [`hub`]: connected clients: register, send to one, broadcast, remove.
+//! - [`cancel`]: the flag that stops a gone client's running plugs.
+//! - [`plugs`]: the Rhai engine and host API, the registry, invocation and
+//!   reply routing.
+//! - [`connection`]: one client's socket: reader loop and writer task.
+//! - [`server`]: warp routes, the listener, start-up and shutdown.
+#![forbid(unsafe_code)]
+
+pub mod cancel;
+pub mod config;
+pub mod connection;
+pub mod hub;
+pub mod plugs;
+pub mod protocol;
+pub mod server;

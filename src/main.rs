@@ -1,0 +1,125 @@
+//! The `ssocket` command: read the configuration, load the plugs, serve.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ssocket::config::{self, Settings};
+use ssocket::server;
+
+/// Flags clap parses. Configuration keys (`--INSECURE.port 6969`) are split
+/// off before clap sees the arguments, because clap cannot declare dotted,
+/// data-driven flags; see `config::split_args`.
+#[derive(Parser, Debug)]
+#[command(name = "ssocket", version, about, disable_help_flag = true)]
+struct Cli {
+    /// Configuration file (default: ./config.toml when it exists).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Print help: every configuration key, or with `--KEY` only that key.
+    #[arg(short = 'h', long = "help")]
+    help: bool,
+}
+
+fn main() -> ExitCode {
+    let split = config::split_args(std::env::args().skip(1));
+    let cli = match Cli::try_parse_from(std::iter::once("ssocket".to_owned()).chain(split.clap_args)) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return ExitCode::from(if err.use_stderr() { 2 } else { 0 });
+        }
+    };
+    if cli.help {
+        return help(&split.overrides);
+    }
+    let settings = match config::cli_overrides(&split.overrides)
+        .and_then(|cli_pairs| Settings::load(config::default_file(cli.config).as_deref(), &config::process_env(), &cli_pairs))
+    {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("ssocket: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("ssocket: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("ssocket: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), server::StartError> {
+    let app = server::App::new(settings)?;
+    let listener = server::bind(&app.settings).await?;
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!("listening on ws://{addr}/");
+    }
+    server::run(listener, app, shutdown_signal()).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM, whichever comes first.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down");
+}
+
+fn help(keys: &[(String, Option<String>)]) -> ExitCode {
+    if keys.is_empty() {
+        println!("{}", config::help_text());
+        return ExitCode::SUCCESS;
+    }
+    let mut code = ExitCode::SUCCESS;
+    for (key, _) in keys {
+        match config::key_doc(key) {
+            Some(doc) => println!("{}\n", config::describe(doc)),
+            None => {
+                eprintln!("ssocket: unknown configuration key `{key}`; `ssocket --help` lists every key");
+                code = ExitCode::from(2);
+            }
+        }
+    }
+    code
+}
+
+/// Map `logLevel` to a filter; `RUST_LOG`, when set, wins.
+fn init_logging(settings: &Settings) {
+    use tracing_subscriber::EnvFilter;
+    if !settings.print_log_to_console {
+        return;
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(config::log_filter(settings.log_level)));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,101 @@
+//! The one Rhai engine every plug runs on, built once at start-up, and the
+//! host API it offers scripts.
+//!
+//! Host functions find the invocation they serve through the call's tag
+//! (an `Arc<Invocation>` set by [`crate::plugs::invoke`]), so a script can
+//! write `yield_msg(x)` as a plain call, `yield_msg.call(x)` on the
+//! parameter, or call it from helpers and closures: all reach the same
+//! invocation. Hooks without a call context (`on_progress`, `print`) use the
+//! thread-local current invocation instead.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Module, NativeCallContext, Position};
+
+use crate::plugs::invoke::{self, Invocation};
+use crate::protocol::EventType;
+
+type HostResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// How many script operations pass between checks of the cancel flag.
+const CANCEL_CHECK_EVERY: u64 = 256;
+
+pub fn build() -> Engine {
+    let mut engine = Engine::new();
+    // Plugs get no way to run code from strings.
+    engine.disable_symbol("eval");
+    engine.on_progress(|ops| {
+        if ops % CANCEL_CHECK_EVERY == 0 && invoke::current_cancelled() {
+            Some(Dynamic::from("client disconnected"))
+        } else {
+            None
+        }
+    });
+    engine.on_print(|text| {
+        let (plug, client) = invoke::current_label();
+        tracing::info!(target: "ssocket::plug", plug, client, "{text}");
+    });
+    engine.on_debug(|text, _source, pos| {
+        let (plug, client) = invoke::current_label();
+        tracing::debug!(target: "ssocket::plug", plug, client, line = pos.line(), "{text}");
+    });
+    engine.register_static_module("EventType", event_type_module().into());
+    register_host_api(&mut engine);
+    engine
+}
+
+/// `EventType::MESSAGE` ... `EventType::CUSTOM_5` as integer constants.
+fn event_type_module() -> Module {
+    let mut module = Module::new();
+    for (name, t) in EventType::NAMED {
+        module.set_var(name, t.0 as i64);
+    }
+    module
+}
+
+/// The invocation behind a host call, or a clear error when a host
+/// function is called where there is none.
+fn invocation(ctx: &NativeCallContext, name: &str) -> HostResult<Arc<Invocation>> {
+    ctx.tag()
+        .and_then(|tag| tag.read_lock::<Arc<Invocation>>().map(|inv| inv.clone()))
+        .ok_or_else(|| runtime_error(format!("`{name}` can only be used while a plug handles a message"), ctx.call_position()))
+}
+
+pub(crate) fn runtime_error(message: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(message.into()), pos))
+}
+
+/// Volatile so the optimizer never runs these at compile time: each has
+/// an effect outside the script.
+fn host(name: &str) -> FuncRegistration {
+    FuncRegistration::new(name).with_volatility(true).with_purity(false)
+}
+
+fn register_host_api(engine: &mut Engine) {
+    host("yield_msg").register_into_engine(engine, |ctx: NativeCallContext, reply: Dynamic| -> HostResult<()> {
+        invocation(&ctx, "yield_msg")?.yield_reply(reply, ctx.call_position())
+    });
+    host("broadcast").register_into_engine(engine, |ctx: NativeCallContext, reply: Dynamic| -> HostResult<i64> {
+        invocation(&ctx, "broadcast")?.broadcast(reply, ctx.call_position())
+    });
+    host("send_to").register_into_engine(engine, |ctx: NativeCallContext, id: i64, reply: Dynamic| -> HostResult<bool> {
+        invocation(&ctx, "send_to")?.send_to(id, reply, ctx.call_position())
+    });
+    host("clients").register_into_engine(engine, |ctx: NativeCallContext| -> HostResult<Array> {
+        Ok(invocation(&ctx, "clients")?.clients())
+    });
+    host("sleep").register_into_engine(engine, |ctx: NativeCallContext, ms: i64| -> HostResult<()> {
+        sleep_ms(&ctx, ms as f64)
+    });
+    host("sleep").register_into_engine(engine, |ctx: NativeCallContext, ms: f64| -> HostResult<()> { sleep_ms(&ctx, ms) });
+}
+
+fn sleep_ms(ctx: &NativeCallContext, ms: f64) -> HostResult<()> {
+    if !ms.is_finite() || ms < 0.0 {
+        return Err(runtime_error(format!("sleep needs a number of milliseconds >= 0, not {ms}"), ctx.call_position()));
+    }
+    // Huge values sleep "forever" (until cancelled) instead of panicking.
+    let duration = Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX);
+    invocation(ctx, "sleep")?.sleep(duration)
+}

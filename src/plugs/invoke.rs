@@ -1,0 +1,196 @@
+//! One run of a plug for one message: every public two-parameter function
+//! of the plug is called with `(msg, yield_msg)`, in name order, on the
+//! calling (blocking) thread. Each yield is routed at once, so a plug that
+//! yields in a loop streams to the client as it goes.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rhai::{Array, CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Map, Position, Scope};
+use serde_json::json;
+
+use crate::cancel::Cancel;
+use crate::hub::ClientId;
+use crate::plugs::engine::runtime_error;
+use crate::plugs::registry::Plug;
+use crate::plugs::router::{Gone, Reply, Router};
+use crate::protocol::{EventType, Message};
+
+/// The state of one running invocation, shared with host functions through
+/// the call tag.
+pub struct Invocation {
+    /// The sender: MESSAGE and SYNC replies go here.
+    pub client: ClientId,
+    /// The request's event, the default event of replies.
+    pub event: String,
+    /// The plug's name, for errors and logs.
+    pub plug: String,
+    /// Set when the sender disconnects: the plug stops at its next yield,
+    /// host call or check of the operation counter.
+    pub cancel: Cancel,
+    router: Router,
+    /// The previous full message for SYNC diffs: starts as the raw request.
+    sync_base: Mutex<Bytes>,
+}
+
+thread_local! {
+    /// The invocation running on this thread, for engine hooks that get no
+    /// call context (`on_progress`, `print`).
+    static CURRENT: RefCell<Option<Arc<Invocation>>> = const { RefCell::new(None) };
+}
+
+pub(crate) fn current_cancelled() -> bool {
+    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|inv| inv.cancel.is_cancelled()))
+}
+
+pub(crate) fn current_label() -> (String, u64) {
+    CURRENT.with(|c| c.borrow().as_ref().map(|inv| (inv.plug.clone(), inv.client)).unwrap_or_default())
+}
+
+fn terminated() -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorTerminated(Dynamic::from("client disconnected"), Position::NONE))
+}
+
+impl Invocation {
+    pub fn new(client: ClientId, event: String, plug: String, cancel: Cancel, router: Router, raw: Bytes) -> Invocation {
+        Invocation { client, event, plug, cancel, router, sync_base: Mutex::new(raw) }
+    }
+
+    fn check_alive(&self) -> Result<(), Box<EvalAltResult>> {
+        if self.cancel.is_cancelled() {
+            Err(terminated())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn reply(&self, value: Dynamic, pos: Position) -> Result<Reply, Box<EvalAltResult>> {
+        self.check_alive()?;
+        Reply::from_dynamic(value, &self.event).map_err(|e| runtime_error(e.to_string(), pos))
+    }
+
+    /// `yield_msg(reply)`.
+    pub fn yield_reply(&self, value: Dynamic, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        let reply = self.reply(value, pos)?;
+        let mut base = self.sync_base.lock().unwrap_or_else(|e| e.into_inner());
+        self.router.route(self.client, &reply, &mut base).map_err(|Gone| terminated())
+    }
+
+    /// `broadcast(reply)`: as a BROADCAST yield, whatever the reply's type.
+    pub fn broadcast(&self, value: Dynamic, pos: Position) -> Result<i64, Box<EvalAltResult>> {
+        let reply = self.reply(value, pos)?;
+        let mut reply = reply;
+        if reply.event_type == EventType::MESSAGE {
+            reply.event_type = EventType::BROADCAST;
+        }
+        Ok(self.router.broadcast(self.client, reply.encode()) as i64)
+    }
+
+    /// `send_to(id, reply)`: false when no such client is connected.
+    pub fn send_to(&self, id: i64, value: Dynamic, pos: Position) -> Result<bool, Box<EvalAltResult>> {
+        let reply = self.reply(value, pos)?;
+        let Ok(id) = u64::try_from(id) else { return Ok(false) };
+        Ok(self.router.to_client(id, reply.encode()).is_ok())
+    }
+
+    /// `clients()`: ids of connected clients.
+    pub fn clients(&self) -> Array {
+        self.router.hub().ids().into_iter().map(|id| Dynamic::from(id as i64)).collect()
+    }
+
+    /// `sleep(ms)`: ends early, with termination, if the sender leaves.
+    pub fn sleep(&self, duration: Duration) -> Result<(), Box<EvalAltResult>> {
+        self.check_alive()?;
+        if self.cancel.sleep(duration) {
+            Err(terminated())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Run every handler of `plug` for `msg`. Failures become an ERROR reply to
+/// the sender; a disconnect just ends the run.
+pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: &Message) {
+    let payload: Dynamic = match serde_json::from_str(&msg.payload) {
+        Ok(v) => v,
+        Err(e) => {
+            let text = format!("payload cannot be read: {e}");
+            inv.router.error(inv.client, &msg.event, json!({"error": "bad_frame", "message": text}));
+            return;
+        }
+    };
+    let mut map = Map::new();
+    map.insert("event".into(), msg.event.clone().into());
+    map.insert("payload".into(), payload);
+    map.insert("type".into(), (msg.event_type.0 as i64).into());
+    map.insert("client".into(), (inv.client as i64).into());
+    let msg_value = Dynamic::from_map(map);
+
+    let _current = CurrentGuard::set(inv.clone());
+    for name in &plug.handlers {
+        if inv.cancel.is_cancelled() {
+            return;
+        }
+        let yield_fn = FnPtr::new("yield_msg").expect("yield_msg is a valid function name");
+        let options = CallFnOptions::new().eval_ast(true).rewind_scope(true).with_tag(inv.clone());
+        let result =
+            engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &plug.ast, name, (msg_value.clone(), yield_fn));
+        if let Err(err) = result {
+            if inv.cancel.is_cancelled() {
+                return;
+            }
+            report(inv, name, &err);
+            return;
+        }
+    }
+}
+
+/// Tell the sender which plug failed, where and why.
+fn report(inv: &Invocation, function: &str, err: &EvalAltResult) {
+    let message = match err {
+        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        other => other.to_string(),
+    };
+    let message = strip_position(&message);
+    let pos = err.position();
+    let mut context = json!({"plug": inv.plug, "function": function});
+    if let Some(line) = pos.line() {
+        context["line"] = json!(line);
+        context["column"] = json!(pos.position().unwrap_or(0));
+    }
+    tracing::debug!(plug = %inv.plug, client = inv.client, "plug failed: {message}");
+    let text = format!("plug `{}` failed: {}", inv.plug, message);
+    let mut payload = json!({"error": "script_error", "message": text});
+    if let (Some(obj), Some(extra)) = (payload.as_object_mut(), context.as_object()) {
+        obj.extend(extra.clone());
+    }
+    inv.router.error(inv.client, &inv.event, payload);
+}
+
+/// Rhai appends ` (line 3, position 5)` to messages; the position is sent as
+/// fields, so drop it from the text.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" (line ") {
+        Some(i) if message.ends_with(')') => message[..i].to_owned(),
+        _ => message.to_owned(),
+    }
+}
+
+/// Sets [`CURRENT`] for the life of a run, and clears it even on panic.
+struct CurrentGuard;
+
+impl CurrentGuard {
+    fn set(inv: Arc<Invocation>) -> CurrentGuard {
+        CURRENT.with(|c| *c.borrow_mut() = Some(inv));
+        CurrentGuard
+    }
+}
+
+impl Drop for CurrentGuard {
+    fn drop(&mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = None);
+    }
+}

@@ -1,0 +1,79 @@
+//! Plugs: the `.rhai` scripts that give the server its behaviour.
+//!
+//! - [`engine`]: the one Rhai `Engine`, its limits and the host API plugs
+//!   call (`yield_msg`, `broadcast`, `send_to`, `clients`, `sleep`).
+//! - [`registry`]: which event runs which compiled script.
+//! - [`invoke`]: one run of a plug for one message, off the async workers.
+//! - [`router`]: the one place that decides where a reply goes.
+
+pub mod engine;
+pub mod invoke;
+pub mod registry;
+pub mod router;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rhai::Engine;
+
+use crate::cancel::Cancel;
+use crate::config::Settings;
+use crate::hub::{ClientId, Hub};
+use crate::protocol::Message;
+use invoke::Invocation;
+use registry::{Lookup, Registry};
+use router::Router;
+
+/// Everything needed to run plugs for messages: cheap to clone.
+#[derive(Clone)]
+pub struct Plugs {
+    engine: Arc<Engine>,
+    registry: Arc<Registry>,
+    router: Router,
+}
+
+impl Plugs {
+    /// Build the engine and the registry (without loading anything yet).
+    pub fn new(settings: &Settings, hub: Hub) -> Plugs {
+        let engine = Arc::new(engine::build());
+        let registry = Arc::new(Registry::new(engine.clone(), settings));
+        Plugs { engine, registry, router: Router::new(hub, settings.exclude_sender_on_broadcast) }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Start the plug for a decoded message from `client`. Returns at once;
+    /// the plug runs on the blocking pool and yields through the router.
+    /// `raw` is the request as received: the base of the first SYNC diff.
+    pub fn dispatch(&self, client: ClientId, cancel: Cancel, msg: Message, raw: Bytes) {
+        let plug = match self.registry.lookup(&msg.event) {
+            Lookup::Found(plug) => plug,
+            Lookup::NotFound => {
+                self.router.not_found(client, &msg.event);
+                return;
+            }
+            Lookup::Broken(err) => {
+                self.router.error(client, &msg.event, err.to_reply());
+                return;
+            }
+        };
+        let inv = Arc::new(Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw));
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || invoke::run(&engine, &plug, &inv, &msg));
+    }
+
+    /// Run an event to completion on the current thread, for tests and tools
+    /// that have no server.
+    pub fn run_blocking(&self, client: ClientId, cancel: Cancel, msg: Message, raw: Bytes) -> bool {
+        match self.registry.lookup(&msg.event) {
+            Lookup::Found(plug) => {
+                let inv = Arc::new(Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw));
+                invoke::run(&self.engine, &plug, &inv, &msg);
+                true
+            }
+            _ => false,
+        }
+    }
+}
