@@ -15,7 +15,10 @@ use config::{Config, File, FileFormat, Value, ValueKind};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// An integer in `min..=max`.
-    Int { min: i64, max: i64 },
+    Int {
+        min: i64,
+        max: i64,
+    },
     Bool,
     Str,
 }
@@ -146,7 +149,8 @@ impl Settings {
     pub fn load(file: Option<&Path>, env: &[(String, String)], cli: &[Override]) -> Result<Settings, ConfigError> {
         let mut builder = Config::builder();
         for k in KEYS {
-            builder = builder.set_default(k.key, parse_value(k, k.default, "default").expect("defaults parse"))
+            builder = builder
+                .set_default(k.key, parse_value(k, k.default, "default").expect("defaults parse"))
                 .expect("default keys are valid");
         }
         let path = file.map(Path::to_path_buf).unwrap_or_default();
@@ -278,8 +282,9 @@ fn parse_value(doc: &KeyDoc, text: &str, source_name: &str) -> Result<Value, Con
 
 /// Every dotted key in a TOML file must be a known key.
 fn check_file_keys(text: &str, path: &Path) -> Result<(), ConfigError> {
-    let table: toml::Table =
-        text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File { path: path.to_path_buf(), message: e.to_string() })?;
     let mut keys = Vec::new();
     flatten("", &table, &mut keys);
     match keys.into_iter().find(|k| !KEYS.iter().any(|d| d.key == k)) {
@@ -369,7 +374,9 @@ pub fn describe(doc: &KeyDoc) -> String {
 pub fn help_text() -> String {
     let mut out = String::from(concat!(
         "ssocket ", env!("CARGO_PKG_VERSION"), ": a WebSocket server whose behaviour lives in Rhai plugs\n\n",
-        "Usage: ssocket [--config PATH] [--KEY VALUE]...\n",
+        "Usage: ssocket [--config PATH] [--KEY VALUE]...   serve\n",
+        "       ssocket check [--config PATH] [--KEY VALUE]...   compile every plug and module, report errors\n",
+        "       ssocket --generate NAME   write plugs/NAME.rhai from a template\n",
         "       ssocket -h [--KEY]      help for every key, or one\n",
         "       ssocket --version\n\n",
         "Configuration keys (set in config.toml, as SSOCKET_KEY env variables with __ for a dot, or as --KEY VALUE):\n\n",

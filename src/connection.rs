@@ -113,7 +113,8 @@ where
 fn handle_frame(frame: Bytes, id: ClientId, cancel: &crate::cancel::Cancel, app: &App) -> bool {
     let limit = app.settings.payload_limit;
     if frame.len() > limit {
-        let message = format!("payload too large: message is {} bytes, the limit (payloadLimit) is {limit}", frame.len());
+        let message =
+            format!("payload too large: message is {} bytes, the limit (payloadLimit) is {limit}", frame.len());
         let context = json!({"limit": limit, "size": frame.len()});
         app.hub.send_to(id, error_bytes(peek_event(&frame), "payload_too_large", &message, context));
         return false;

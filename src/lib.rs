@@ -15,6 +15,7 @@
 //!   reply routing.
 //! - [`connection`]: one client's socket: reader loop and writer task.
 //! - [`server`]: warp routes, the listener, start-up and shutdown.
+//! - [`tools`]: `--generate` and `check`, for plug authors.
 #![forbid(unsafe_code)]
 
 pub mod cancel;
@@ -24,3 +25,4 @@ pub mod hub;
 pub mod plugs;
 pub mod protocol;
 pub mod server;
+pub mod tools;

@@ -19,6 +19,17 @@ struct Cli {
     /// Print help: every configuration key, or with `--KEY` only that key.
     #[arg(short = 'h', long = "help")]
     help: bool,
+    /// Write a new plug NAME (may contain `/`) from a template, then exit.
+    #[arg(long, value_name = "NAME")]
+    generate: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Compile every plug and module; print errors as file:line:column: message.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -33,15 +44,21 @@ fn main() -> ExitCode {
     if cli.help {
         return help(&split.overrides);
     }
-    let settings = match config::cli_overrides(&split.overrides)
-        .and_then(|cli_pairs| Settings::load(config::default_file(cli.config).as_deref(), &config::process_env(), &cli_pairs))
-    {
+    let settings = match config::cli_overrides(&split.overrides).and_then(|cli_pairs| {
+        Settings::load(config::default_file(cli.config).as_deref(), &config::process_env(), &cli_pairs)
+    }) {
         Ok(settings) => settings,
         Err(err) => {
             eprintln!("ssocket: {err}");
             return ExitCode::from(2);
         }
     };
+    if let Some(name) = cli.generate {
+        return generate(&settings, &name);
+    }
+    if let Some(Command::Check) = cli.command {
+        return check(&settings);
+    }
     init_logging(&settings);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -94,6 +111,45 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+fn generate(settings: &Settings, name: &str) -> ExitCode {
+    match ssocket::tools::generate(&settings.plugs_folder, name) {
+        Ok(path) => {
+            println!("{}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("ssocket: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(settings: &Settings) -> ExitCode {
+    match ssocket::tools::check(settings) {
+        Ok(report) => {
+            for line in &report.errors {
+                println!("{line}");
+            }
+            let n = report.errors.len();
+            eprintln!(
+                "checked {} plugs and {} modules: {n} error{}",
+                report.plugs,
+                report.modules,
+                if n == 1 { "" } else { "s" }
+            );
+            if n == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("ssocket: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn help(keys: &[(String, Option<String>)]) -> ExitCode {
     if keys.is_empty() {
         println!("{}", config::help_text());
@@ -118,7 +174,8 @@ fn init_logging(settings: &Settings) {
     if !settings.print_log_to_console {
         return;
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(config::log_filter(settings.log_level)));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(config::log_filter(settings.log_level)));
     use std::io::IsTerminal;
     let ansi = std::io::stderr().is_terminal();
     tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();

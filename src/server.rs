@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -16,6 +16,7 @@ use warp::Filter;
 
 use crate::config::Settings;
 use crate::hub::Hub;
+use crate::plugs::watcher::{self, Watcher};
 use crate::plugs::Plugs;
 
 /// Close code sent to every client when the server stops (RFC 6455: going away).
@@ -27,12 +28,16 @@ pub struct App {
     pub settings: Arc<Settings>,
     pub hub: Hub,
     pub plugs: Plugs,
+    /// Live reload runs while this lives. A mutex only to make it `Sync`.
+    _watcher: Option<Arc<Mutex<Watcher>>>,
 }
 
 /// Why the server could not start. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("plugs folder {0} does not exist: create it, or run `ssocket --generate NAME` to write a first plug there")]
+    #[error(
+        "plugs folder {0} does not exist: create it, or run `ssocket --generate NAME` to write a first plug there"
+    )]
     NoPlugsFolder(String),
     #[error("cannot read plugs folder {path}: {message}")]
     PlugsFolder { path: String, message: String },
@@ -53,8 +58,16 @@ impl App {
             .registry()
             .load_all()
             .map_err(|e| StartError::PlugsFolder { path: folder.display().to_string(), message: e.to_string() })?;
-        tracing::info!("loaded {loaded} plugs from {}{}", folder.display(), failed_note(errors.len()));
-        Ok(App { settings: Arc::new(settings), hub, plugs })
+        let verb = if settings.preload_plugs { "loaded" } else { "found (compiled at first use)" };
+        tracing::info!("{verb} {loaded} plugs in {}{}", folder.display(), failed_note(errors.len()));
+        let watcher = match watcher::watch(plugs.registry().clone()) {
+            Ok(w) => Some(Arc::new(Mutex::new(w))),
+            Err(err) => {
+                tracing::warn!("live reload is off: cannot watch {}: {err}", folder.display());
+                None
+            }
+        };
+        Ok(App { settings: Arc::new(settings), hub, plugs, _watcher: watcher })
     }
 }
 
@@ -62,7 +75,7 @@ fn failed_note(n: usize) -> String {
     if n == 0 {
         String::new()
     } else {
-        format!(" ({n} failed to compile; see above)")
+        format!(", {n} of them failed to compile (see above)")
     }
 }
 
@@ -126,9 +139,8 @@ impl Running {
 pub async fn start(settings: Settings) -> Result<Running, StartError> {
     let app = App::new(settings)?;
     let listener = bind(&app.settings).await?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Bind { addr: "listener".into(), message: e.to_string() })?;
+    let addr =
+        listener.local_addr().map_err(|e| StartError::Bind { addr: "listener".into(), message: e.to_string() })?;
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(run(listener, app.clone(), async move {
         let _ = stopped.await;

@@ -11,18 +11,34 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Module, NativeCallContext, Position};
+use rhai::{
+    Array, Dynamic, Engine, EvalAltResult, FuncRegistration, Module, ModuleResolver, NativeCallContext, Position,
+    Shared,
+};
 
 use crate::plugs::invoke::{self, Invocation};
+use crate::plugs::modules::PlugResolver;
 use crate::protocol::EventType;
 
 type HostResult<T> = Result<T, Box<EvalAltResult>>;
 
+/// Nested function calls a script may make. Rhai's default is 8 in debug
+/// builds and 64 in release; one value for both keeps tests honest. The
+/// plug pool's thread stacks are sized for it.
+pub const MAX_CALL_LEVELS: usize = 64;
+/// Nesting of expressions (top level, inside functions).
+pub const MAX_EXPR_DEPTHS: (usize, usize) = (64, 48);
+
 /// How many script operations pass between checks of the cancel flag.
 const CANCEL_CHECK_EVERY: u64 = 256;
 
-pub fn build() -> Engine {
+/// The engine, resolving imports through `resolver` (shared so the
+/// registry can invalidate its cache when a module file changes).
+pub fn build(resolver: Arc<PlugResolver>) -> Engine {
     let mut engine = Engine::new();
+    engine.set_module_resolver(SharedResolver(resolver));
+    engine.set_max_call_levels(MAX_CALL_LEVELS);
+    engine.set_max_expr_depths(MAX_EXPR_DEPTHS.0, MAX_EXPR_DEPTHS.1);
     // Plugs get no way to run code from strings.
     engine.disable_symbol("eval");
     engine.on_progress(|ops| {
@@ -45,6 +61,15 @@ pub fn build() -> Engine {
     engine
 }
 
+/// Lets the engine own a resolver that the registry also holds.
+struct SharedResolver(Arc<PlugResolver>);
+
+impl ModuleResolver for SharedResolver {
+    fn resolve(&self, engine: &Engine, source: Option<&str>, path: &str, pos: Position) -> HostResult<Shared<Module>> {
+        self.0.resolve(engine, source, path, pos)
+    }
+}
+
 /// `EventType::MESSAGE` ... `EventType::CUSTOM_5` as integer constants.
 fn event_type_module() -> Module {
     let mut module = Module::new();
@@ -57,9 +82,9 @@ fn event_type_module() -> Module {
 /// The invocation behind a host call, or a clear error when a host
 /// function is called where there is none.
 fn invocation(ctx: &NativeCallContext, name: &str) -> HostResult<Arc<Invocation>> {
-    ctx.tag()
-        .and_then(|tag| tag.read_lock::<Arc<Invocation>>().map(|inv| inv.clone()))
-        .ok_or_else(|| runtime_error(format!("`{name}` can only be used while a plug handles a message"), ctx.call_position()))
+    ctx.tag().and_then(|tag| tag.read_lock::<Arc<Invocation>>().map(|inv| inv.clone())).ok_or_else(|| {
+        runtime_error(format!("`{name}` can only be used while a plug handles a message"), ctx.call_position())
+    })
 }
 
 pub(crate) fn runtime_error(message: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
@@ -79,16 +104,24 @@ fn register_host_api(engine: &mut Engine) {
     host("broadcast").register_into_engine(engine, |ctx: NativeCallContext, reply: Dynamic| -> HostResult<i64> {
         invocation(&ctx, "broadcast")?.broadcast(reply, ctx.call_position())
     });
-    host("send_to").register_into_engine(engine, |ctx: NativeCallContext, id: i64, reply: Dynamic| -> HostResult<bool> {
-        invocation(&ctx, "send_to")?.send_to(id, reply, ctx.call_position())
-    });
+    host("send_to").register_into_engine(
+        engine,
+        |ctx: NativeCallContext, id: i64, reply: Dynamic| -> HostResult<bool> {
+            invocation(&ctx, "send_to")?.send_to(id, reply, ctx.call_position())
+        },
+    );
     host("clients").register_into_engine(engine, |ctx: NativeCallContext| -> HostResult<Array> {
         Ok(invocation(&ctx, "clients")?.clients())
     });
     host("sleep").register_into_engine(engine, |ctx: NativeCallContext, ms: i64| -> HostResult<()> {
         sleep_ms(&ctx, ms as f64)
     });
-    host("sleep").register_into_engine(engine, |ctx: NativeCallContext, ms: f64| -> HostResult<()> { sleep_ms(&ctx, ms) });
+    host("sleep")
+        .register_into_engine(engine, |ctx: NativeCallContext, ms: f64| -> HostResult<()> { sleep_ms(&ctx, ms) });
+    host("unix_time_ms").register_into_engine(engine, || -> i64 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map(|d| d.as_millis() as i64).unwrap_or(0)
+    });
 }
 
 fn sleep_ms(ctx: &NativeCallContext, ms: f64) -> HostResult<()> {

@@ -54,7 +54,14 @@ fn terminated() -> Box<EvalAltResult> {
 }
 
 impl Invocation {
-    pub fn new(client: ClientId, event: String, plug: String, cancel: Cancel, router: Router, raw: Bytes) -> Invocation {
+    pub fn new(
+        client: ClientId,
+        event: String,
+        plug: String,
+        cancel: Cancel,
+        router: Router,
+        raw: Bytes,
+    ) -> Invocation {
         Invocation { client, event, plug, cancel, router, sync_base: Mutex::new(raw) }
     }
 
@@ -136,8 +143,13 @@ pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: &Message) {
         }
         let yield_fn = FnPtr::new("yield_msg").expect("yield_msg is a valid function name");
         let options = CallFnOptions::new().eval_ast(true).rewind_scope(true).with_tag(inv.clone());
-        let result =
-            engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &plug.ast, name, (msg_value.clone(), yield_fn));
+        let result = engine.call_fn_with_options::<Dynamic>(
+            options,
+            &mut Scope::new(),
+            &plug.ast,
+            name,
+            (msg_value.clone(), yield_fn),
+        );
         if let Err(err) = result {
             if inv.cancel.is_cancelled() {
                 return;

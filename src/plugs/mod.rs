@@ -3,13 +3,20 @@
 //! - [`engine`]: the one Rhai `Engine`, its limits and the host API plugs
 //!   call (`yield_msg`, `broadcast`, `send_to`, `clients`, `sleep`).
 //! - [`registry`]: which event runs which compiled script.
-//! - [`invoke`]: one run of a plug for one message, off the async workers.
+//! - [`invoke`]: one run of a plug for one message.
+//! - [`pool`]: the threads plugs run on, off the async workers.
 //! - [`router`]: the one place that decides where a reply goes.
+//! - [`modules`]: what `import` may load (plug modules, the stdlib) and
+//!   which plugs depend on which modules.
+//! - [`watcher`]: recompiles plugs when their files change.
 
 pub mod engine;
 pub mod invoke;
+pub mod modules;
+pub mod pool;
 pub mod registry;
 pub mod router;
+pub mod watcher;
 
 use std::sync::Arc;
 
@@ -28,6 +35,7 @@ use router::Router;
 #[derive(Clone)]
 pub struct Plugs {
     engine: Arc<Engine>,
+    pool: Arc<pool::PlugPool>,
     registry: Arc<Registry>,
     router: Router,
 }
@@ -35,9 +43,11 @@ pub struct Plugs {
 impl Plugs {
     /// Build the engine and the registry (without loading anything yet).
     pub fn new(settings: &Settings, hub: Hub) -> Plugs {
-        let engine = Arc::new(engine::build());
-        let registry = Arc::new(Registry::new(engine.clone(), settings));
-        Plugs { engine, registry, router: Router::new(hub, settings.exclude_sender_on_broadcast) }
+        let resolver = Arc::new(modules::PlugResolver::new(settings.plugs_folder.clone()));
+        let engine = Arc::new(engine::build(resolver.clone()));
+        let registry = Arc::new(Registry::new(engine.clone(), resolver, settings));
+        let pool = Arc::new(pool::PlugPool::new().expect("the plug thread pool starts"));
+        Plugs { engine, pool, registry, router: Router::new(hub, settings.exclude_sender_on_broadcast) }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -59,9 +69,10 @@ impl Plugs {
                 return;
             }
         };
-        let inv = Arc::new(Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw));
+        let inv =
+            Arc::new(Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw));
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || invoke::run(&engine, &plug, &inv, &msg));
+        self.pool.spawn(move || invoke::run(&engine, &plug, &inv, &msg));
     }
 
     /// Run an event to completion on the current thread, for tests and tools
@@ -69,7 +80,14 @@ impl Plugs {
     pub fn run_blocking(&self, client: ClientId, cancel: Cancel, msg: Message, raw: Bytes) -> bool {
         match self.registry.lookup(&msg.event) {
             Lookup::Found(plug) => {
-                let inv = Arc::new(Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw));
+                let inv = Arc::new(Invocation::new(
+                    client,
+                    msg.event.clone(),
+                    plug.name.clone(),
+                    cancel,
+                    self.router.clone(),
+                    raw,
+                ));
                 invoke::run(&self.engine, &plug, &inv, &msg);
                 true
             }

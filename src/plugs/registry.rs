@@ -1,17 +1,25 @@
 //! Which event runs which compiled script.
 //!
-//! The table is filled by scanning the plugs folder; events are looked up
-//! in it by name and never turned into paths, so no event name (such as
-//! `../../etc/passwd`) can reach a file outside the folder.
+//! The table is filled by scanning the plugs folder and kept current by the
+//! watcher; events are looked up in it by name and never turned into paths,
+//! so no event name (such as `../../etc/passwd`) can reach a file outside
+//! the folder.
+//!
+//! A plug whose new version does not compile keeps serving its last good
+//! version; a plug that never compiled answers with its compile error.
+//! Entries are `Arc`s: an invocation keeps the version it started with
+//! while a reload swaps in the next.
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
-use rhai::{Engine, FnAccess, AST};
+use rhai::{Engine, EvalAltResult, FnAccess, Scope, AST};
 use serde_json::json;
 
 use crate::config::Settings;
+use crate::plugs::modules::{self, Deps, PlugResolver};
 
 /// A compiled plug.
 #[derive(Debug)]
@@ -22,6 +30,9 @@ pub struct Plug {
     pub ast: AST,
     /// Public two-parameter functions, run in this (name) order.
     pub handlers: Vec<String>,
+    /// Every module it imports, directly or through other modules.
+    pub imports: Deps,
+    pub loaded_at: SystemTime,
 }
 
 /// Why a plug could not be loaded. Shown in the log, and to a client that
@@ -30,8 +41,8 @@ pub struct Plug {
 pub enum PlugError {
     #[error("{file}:{line}:{column}: {message}")]
     Compile { plug: String, file: String, line: usize, column: usize, message: String },
-    #[error("{file}: function `{function}` takes {params} parameters; a plug function takes two: fn {function}(msg, yield_msg)")]
-    Shape { plug: String, file: String, function: String, params: usize },
+    #[error("{file}:{line}:{column}: function `{function}` takes {params} parameters; a plug function takes two: fn {function}(msg, yield_msg)")]
+    Shape { plug: String, file: String, line: usize, column: usize, function: String, params: usize },
     #[error("{file}: cannot read: {message}")]
     Io { plug: String, file: String, message: String },
 }
@@ -60,26 +71,59 @@ pub enum Lookup {
     NotFound,
 }
 
+/// What the table holds for one event.
 enum Entry {
-    Ready(Arc<Plug>),
-    Broken(PlugError),
+    /// Serving; `last_error` is set when a later edit failed to compile.
+    Ready {
+        plug: Arc<Plug>,
+        last_error: Option<PlugError>,
+    },
+    Broken {
+        path: PathBuf,
+        error: PlugError,
+    },
+    /// Known but not compiled yet (`preloadPlugs = false`).
+    Pending(PathBuf),
+}
+
+/// One plug's state, for listings (`check`, the plugs API).
+#[derive(Debug, Clone)]
+pub struct PlugStatus {
+    pub name: String,
+    pub path: PathBuf,
+    pub handlers: Vec<String>,
+    pub loaded_at: Option<SystemTime>,
+    pub error: Option<PlugError>,
 }
 
 pub struct Registry {
     engine: Arc<Engine>,
+    resolver: Arc<PlugResolver>,
     folder: PathBuf,
     validate_shape: bool,
+    preload: bool,
     /// Read on every message, written on (re)load: a read-write lock, never
-    /// held across an `.await` or a script run.
+    /// held across an `.await`, a compile or a script run.
     plugs: RwLock<HashMap<String, Entry>>,
 }
 
+/// What a path in the plugs folder is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PathKind {
+    Plug(String),
+    /// A shared module, by its import path (`_lib/greet`).
+    Module(String),
+    Other,
+}
+
 impl Registry {
-    pub fn new(engine: Arc<Engine>, settings: &Settings) -> Registry {
+    pub fn new(engine: Arc<Engine>, resolver: Arc<PlugResolver>, settings: &Settings) -> Registry {
         Registry {
             engine,
+            resolver,
             folder: settings.plugs_folder.clone(),
             validate_shape: settings.validate_function_shape,
+            preload: settings.preload_plugs,
             plugs: RwLock::new(HashMap::new()),
         }
     }
@@ -88,58 +132,211 @@ impl Registry {
         &self.folder
     }
 
-    /// Compile every plug under the folder. Returns the number loaded and
-    /// the errors (each also logged).
+    /// Scan the folder and (with `preloadPlugs`) compile every plug. Returns
+    /// the number of plugs found and the compile errors (each also logged).
     pub fn load_all(&self) -> std::io::Result<(usize, Vec<PlugError>)> {
         let mut files = Vec::new();
-        collect_plugs(&self.folder, &mut files)?;
+        collect_rhai(&self.folder, &mut files)?;
         let mut errors = Vec::new();
         let mut table = HashMap::new();
         for path in files {
-            let Some(name) = event_name(&self.folder, &path) else { continue };
-            match self.compile(&name, &path) {
-                Ok(plug) => {
-                    table.insert(name, Entry::Ready(Arc::new(plug)));
-                }
-                Err(err) => {
-                    tracing::error!("{err}");
-                    errors.push(err.clone());
-                    table.insert(name, Entry::Broken(err));
-                }
+            let PathKind::Plug(name) = self.classify(&path) else { continue };
+            let entry = if self.preload { self.compile_entry(&name, &path, None) } else { Entry::Pending(path) };
+            if let Entry::Broken { error, .. } = &entry {
+                errors.push(error.clone());
             }
+            table.insert(name, entry);
         }
-        let loaded = table.len() - errors.len();
+        let found = table.len();
         *self.plugs.write().unwrap_or_else(|e| e.into_inner()) = table;
-        Ok((loaded, errors))
+        Ok((found, errors))
     }
 
     pub fn lookup(&self, event: &str) -> Lookup {
-        match self.plugs.read().unwrap_or_else(|e| e.into_inner()).get(event) {
-            Some(Entry::Ready(plug)) => Lookup::Found(plug.clone()),
-            Some(Entry::Broken(err)) => Lookup::Broken(err.clone()),
-            None => Lookup::NotFound,
+        let pending = match self.read().get(event) {
+            Some(Entry::Ready { plug, .. }) => return Lookup::Found(plug.clone()),
+            Some(Entry::Broken { error, .. }) => return Lookup::Broken(error.clone()),
+            Some(Entry::Pending(path)) => path.clone(),
+            None => return Lookup::NotFound,
+        };
+        // First use of a plug not preloaded: compile it outside the lock.
+        let entry = self.compile_entry(event, &pending, None);
+        let result = match &entry {
+            Entry::Ready { plug, .. } => Lookup::Found(plug.clone()),
+            Entry::Broken { error, .. } => Lookup::Broken(error.clone()),
+            Entry::Pending(_) => Lookup::NotFound,
+        };
+        let mut table = self.write();
+        if matches!(table.get(event), Some(Entry::Pending(_))) {
+            table.insert(event.to_owned(), entry);
         }
+        result
     }
 
-    /// Names of loaded plugs, sorted.
+    /// Names of known plugs, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.plugs.read().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let mut names: Vec<String> = self.read().keys().cloned().collect();
         names.sort();
         names
     }
 
-    /// Compile one plug file.
+    /// Every plug's state, sorted by name.
+    pub fn statuses(&self) -> Vec<PlugStatus> {
+        let mut out: Vec<PlugStatus> = self
+            .read()
+            .iter()
+            .map(|(name, entry)| match entry {
+                Entry::Ready { plug, last_error } => PlugStatus {
+                    name: name.clone(),
+                    path: plug.path.clone(),
+                    handlers: plug.handlers.clone(),
+                    loaded_at: Some(plug.loaded_at),
+                    error: last_error.clone(),
+                },
+                Entry::Broken { path, error } => PlugStatus {
+                    name: name.clone(),
+                    path: path.clone(),
+                    handlers: vec![],
+                    loaded_at: None,
+                    error: Some(error.clone()),
+                },
+                Entry::Pending(path) => PlugStatus {
+                    name: name.clone(),
+                    path: path.clone(),
+                    handlers: vec![],
+                    loaded_at: None,
+                    error: None,
+                },
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Bring the table up to date after `paths` changed on disk (files or
+    /// folders; created, modified, renamed or deleted).
+    pub fn apply_changes(&self, paths: &[PathBuf]) {
+        let mut changed_modules = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                self.rescan_dir(path, &mut changed_modules);
+                continue;
+            }
+            match self.classify(path) {
+                PathKind::Plug(name) if path.is_file() => self.reload(&name, path),
+                PathKind::Plug(name) => self.unload(&name),
+                PathKind::Module(key) => changed_modules.push(key),
+                // A folder that went away (deleted or renamed): drop what was in it.
+                PathKind::Other if !path.exists() => self.unload_under(path),
+                PathKind::Other => {}
+            }
+        }
+        if !changed_modules.is_empty() {
+            self.modules_changed(&changed_modules);
+        }
+    }
+
+    /// Re-read everything (after the watcher lost track, say).
+    pub fn rescan(&self) {
+        let mut modules = Vec::new();
+        self.rescan_dir(&self.folder.clone(), &mut modules);
+        let gone: Vec<String> =
+            self.read().iter().filter(|(_, e)| !entry_path(e).exists()).map(|(name, _)| name.clone()).collect();
+        for name in gone {
+            self.unload(&name);
+        }
+        self.modules_changed(&modules);
+    }
+
+    fn rescan_dir(&self, dir: &Path, modules: &mut Vec<String>) {
+        let mut files = Vec::new();
+        if let Err(e) = collect_all_rhai(dir, &mut files) {
+            tracing::warn!("cannot scan {}: {e}", dir.display());
+        }
+        for file in files {
+            match self.classify(&file) {
+                PathKind::Plug(name) => self.reload(&name, &file),
+                PathKind::Module(key) => modules.push(key),
+                PathKind::Other => {}
+            }
+        }
+    }
+
+    fn reload(&self, name: &str, path: &Path) {
+        let previous = match self.read().get(name) {
+            Some(Entry::Ready { plug, .. }) => Some(plug.clone()),
+            _ => None,
+        };
+        let entry = self.compile_entry(name, path, previous);
+        if let Entry::Ready { last_error: None, .. } = &entry {
+            tracing::info!("loaded plug `{name}` from {}", path.display());
+        }
+        self.write().insert(name.to_owned(), entry);
+    }
+
+    fn unload(&self, name: &str) {
+        if self.write().remove(name).is_some() {
+            tracing::info!("unloaded plug `{name}`");
+        }
+    }
+
+    fn unload_under(&self, dir: &Path) {
+        let names: Vec<String> =
+            self.read().iter().filter(|(_, e)| entry_path(e).starts_with(dir)).map(|(n, _)| n.clone()).collect();
+        for name in names {
+            self.unload(&name);
+        }
+    }
+
+    /// Recompile every plug that reached one of `keys`, and every plug that
+    /// is broken (it may have failed on a module that now exists).
+    fn modules_changed(&self, keys: &[String]) {
+        for key in keys {
+            self.resolver.invalidate(key);
+        }
+        let targets: Vec<(String, PathBuf)> = self
+            .read()
+            .iter()
+            .filter_map(|(name, entry)| match entry {
+                Entry::Ready { plug, .. } if keys.iter().any(|k| plug.imports.contains(k)) => {
+                    Some((name.clone(), plug.path.clone()))
+                }
+                Entry::Broken { path, .. } => Some((name.clone(), path.clone())),
+                _ => None,
+            })
+            .collect();
+        for (name, path) in targets {
+            self.reload(&name, &path);
+        }
+    }
+
+    /// Compile into a table entry, keeping `previous` serving on failure.
+    fn compile_entry(&self, name: &str, path: &Path, previous: Option<Arc<Plug>>) -> Entry {
+        match self.compile(name, path) {
+            Ok(plug) => Entry::Ready { plug: Arc::new(plug), last_error: None },
+            Err(error) => {
+                tracing::error!("{error}");
+                match previous {
+                    Some(plug) => {
+                        tracing::warn!("plug `{name}` keeps serving its last good version");
+                        Entry::Ready { plug, last_error: Some(error) }
+                    }
+                    None => Entry::Broken { path: path.to_path_buf(), error },
+                }
+            }
+        }
+    }
+
+    /// Compile one plug file, resolving its imports now.
     pub fn compile(&self, name: &str, path: &Path) -> Result<Plug, PlugError> {
         let file = path.display().to_string();
-        let source = std::fs::read_to_string(path)
-            .map_err(|e| PlugError::Io { plug: name.to_owned(), file: file.clone(), message: e.to_string() })?;
-        let ast = self.engine.compile(&source).map_err(|e| PlugError::Compile {
+        let source = std::fs::read_to_string(path).map_err(|e| PlugError::Io {
             plug: name.to_owned(),
             file: file.clone(),
-            line: e.1.line().unwrap_or(0),
-            column: e.1.position().unwrap_or(0),
-            message: e.0.to_string(),
+            message: e.to_string(),
         })?;
+        let (ast, imports) = modules::recording(|| self.engine.compile_into_self_contained(&Scope::new(), &source));
+        let ast = ast.map_err(|e| compile_error(name, &file, &source, &e))?;
         let mut handlers = Vec::new();
         for f in ast.iter_functions() {
             if f.access == FnAccess::Private || f.name.starts_with("anon$") {
@@ -148,29 +345,121 @@ impl Registry {
             if f.params.len() == 2 {
                 handlers.push(f.name.to_owned());
             } else if self.validate_shape {
-                return Err(PlugError::Shape { plug: name.to_owned(), file, function: f.name.to_owned(), params: f.params.len() });
+                let (line, column) = find_fn(&source, f.name);
+                let (function, params) = (f.name.to_owned(), f.params.len());
+                return Err(PlugError::Shape { plug: name.to_owned(), file, line, column, function, params });
             }
         }
         handlers.sort();
         handlers.dedup();
-        Ok(Plug { name: name.to_owned(), path: path.to_path_buf(), ast, handlers })
+        Ok(Plug {
+            name: name.to_owned(),
+            path: path.to_path_buf(),
+            ast,
+            handlers,
+            imports,
+            loaded_at: SystemTime::now(),
+        })
+    }
+
+    /// Compile a shared module file on its own (for `ssocket check`).
+    pub fn check_module(&self, key: &str, path: &Path) -> Result<(), PlugError> {
+        let file = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| PlugError::Io {
+            plug: key.to_owned(),
+            file: file.clone(),
+            message: e.to_string(),
+        })?;
+        self.engine
+            .compile_into_self_contained(&Scope::new(), &source)
+            .map(|_| ())
+            .map_err(|e| compile_error(key, &file, &source, &e))
+    }
+
+    /// What a path below the folder is: plug, module (`_` prefix on the file
+    /// or a folder), or neither (hidden, not `.rhai`, outside the folder).
+    pub fn classify(&self, path: &Path) -> PathKind {
+        let Ok(rel) = path.strip_prefix(&self.folder) else { return PathKind::Other };
+        let Some(name) = event_name(&self.folder, path) else { return PathKind::Other };
+        if path.extension().is_none_or(|e| e != "rhai") {
+            return PathKind::Other;
+        }
+        let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        if parts.iter().any(|p| p.starts_with('.')) {
+            PathKind::Other
+        } else if parts.iter().any(|p| p.starts_with('_')) {
+            PathKind::Module(name)
+        } else {
+            PathKind::Plug(name)
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Entry>> {
+        self.plugs.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Entry>> {
+        self.plugs.write().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// Every `.rhai` file below `dir`, skipping hidden entries and those whose
-/// name starts with `_` (shared modules, not plugs).
-fn collect_plugs(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn entry_path(entry: &Entry) -> &Path {
+    match entry {
+        Entry::Ready { plug, .. } => &plug.path,
+        Entry::Broken { path, .. } | Entry::Pending(path) => path,
+    }
+}
+
+/// Rhai errors as `file:line:column: message`. Import errors come without
+/// a position (Rhai resolves imports after parsing), so they point at the
+/// first `import "PATH"` in the source.
+fn compile_error(name: &str, file: &str, source: &str, err: &EvalAltResult) -> PlugError {
+    let pos = err.position();
+    let message = match err {
+        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+        EvalAltResult::ErrorParsing(parse, _) => parse.to_string(),
+        other => other.to_string(),
+    };
+    let (mut line, mut column) = (pos.line().unwrap_or(0), pos.position().unwrap_or(0));
+    if line == 0 {
+        if let Some(path) = message.strip_prefix("import \"").and_then(|m| m.split('"').next()) {
+            (line, column) = find_text(source, &format!("\"{path}\""));
+        }
+    }
+    PlugError::Compile { plug: name.to_owned(), file: file.to_owned(), line, column, message }
+}
+
+/// 1-based line and column of the first `needle`, or (0, 0).
+fn find_text(source: &str, needle: &str) -> (usize, usize) {
+    source.lines().enumerate().find_map(|(i, line)| line.find(needle).map(|col| (i + 1, col + 1))).unwrap_or((0, 0))
+}
+
+/// Line and column of `fn NAME` in the source, for shape errors.
+fn find_fn(source: &str, name: &str) -> (usize, usize) {
+    find_text(source, &format!("fn {name}"))
+}
+
+/// Every `.rhai` plug file below `dir`, skipping hidden entries and
+/// `_`-prefixed ones (modules).
+fn collect_rhai(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    walk(dir, out, &|name| name.starts_with('.') || name.starts_with('_'))
+}
+
+/// Every `.rhai` file below `dir` (plugs and modules), skipping hidden ones.
+pub fn collect_all_rhai(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    walk(dir, out, &|name| name.starts_with('.'))
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, skip: &dyn Fn(&str) -> bool) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') || name.starts_with('_') {
+        if skip(&name.to_string_lossy()) {
             continue;
         }
         let path = entry.path();
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            collect_plugs(&path, out)?;
+        if entry.file_type()?.is_dir() {
+            walk(&path, out, skip)?;
         } else if path.extension().is_some_and(|e| e == "rhai") {
             out.push(path);
         }
@@ -203,5 +492,20 @@ mod tests {
         assert_eq!(event_name(f, Path::new("/p/echo.rhai")).as_deref(), Some("echo"));
         assert_eq!(event_name(f, Path::new("/p/test/sub.rhai")).as_deref(), Some("test/sub"));
         assert_eq!(event_name(f, Path::new("/q/x.rhai")), None);
+    }
+
+    #[test]
+    fn classifies_plugs_modules_and_the_rest() {
+        let mut s = Settings::load(None, &[], &[]).unwrap();
+        s.plugs_folder = PathBuf::from("/p");
+        let resolver = Arc::new(PlugResolver::new(s.plugs_folder.clone()));
+        let reg = Registry::new(Arc::new(Engine::new()), resolver, &s);
+        assert_eq!(reg.classify(Path::new("/p/a/b.rhai")), PathKind::Plug("a/b".into()));
+        assert_eq!(reg.classify(Path::new("/p/_lib/g.rhai")), PathKind::Module("_lib/g".into()));
+        assert_eq!(reg.classify(Path::new("/p/a/_g.rhai")), PathKind::Module("a/_g".into()));
+        assert_eq!(reg.classify(Path::new("/p/a/.b.rhai.swp")), PathKind::Other);
+        assert_eq!(reg.classify(Path::new("/p/a/b.rhai~")), PathKind::Other);
+        assert_eq!(reg.classify(Path::new("/p/.hidden/b.rhai")), PathKind::Other);
+        assert_eq!(reg.classify(Path::new("/elsewhere/b.rhai")), PathKind::Other);
     }
 }

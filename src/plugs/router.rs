@@ -112,7 +112,10 @@ impl Router {
                 let patch = sync::diff(sync_base, &full);
                 *sync_base = full;
                 let msg = encode_parts(EventType::SYNC, &reply.event, patch.as_bytes()).map(Bytes::from);
-                self.to_client(sender, msg.unwrap_or_else(|e| error_bytes(&reply.event, "script_error", &e.to_string(), json!({}))))
+                self.to_client(
+                    sender,
+                    msg.unwrap_or_else(|e| error_bytes(&reply.event, "script_error", &e.to_string(), json!({}))),
+                )
             }
             _ => self.to_client(sender, reply.encode()),
         }
@@ -133,7 +136,8 @@ impl Router {
 
     pub fn not_found(&self, client: ClientId, event: &str) {
         let bytes = encode_parts(EventType::NOT_FOUND, event, b"{}").map(Bytes::from);
-        let _ = self.to_client(client, bytes.unwrap_or_else(|e| error_bytes("", "bad_frame", &e.to_string(), json!({}))));
+        let _ =
+            self.to_client(client, bytes.unwrap_or_else(|e| error_bytes("", "bad_frame", &e.to_string(), json!({}))));
     }
 
     /// Send an ERROR whose payload is the given JSON object.
@@ -173,7 +177,10 @@ mod tests {
     #[test]
     fn defaults_event_and_type() {
         let r = reply("#{payload: #{a: 1, b: [true, ()]}}").unwrap();
-        assert_eq!(r, Reply { event_type: EventType::MESSAGE, event: "req".into(), payload: r#"{"a":1,"b":[true,null]}"#.into() });
+        assert_eq!(
+            r,
+            Reply { event_type: EventType::MESSAGE, event: "req".into(), payload: r#"{"a":1,"b":[true,null]}"#.into() }
+        );
         let r = reply(r#"#{payload: 1, event: "x", type: 3}"#).unwrap();
         assert_eq!((r.event_type, r.event.as_str()), (EventType::SYNC, "x"));
     }
@@ -185,7 +192,10 @@ mod tests {
         assert_eq!(reply("#{payload: 1, event: 5}"), Err(ReplyError::BadEvent("i64".into())));
         assert_eq!(reply("#{payload: 1, type: 256}"), Err(ReplyError::BadType("256".into())));
         assert_eq!(reply("#{payload: 1, type: \"SYNC\"}"), Err(ReplyError::BadType("SYNC".into())));
-        assert!(matches!(reply("let e = \"x\"; e.pad(300, \"x\"); #{payload: 1, event: e}"), Err(ReplyError::EventTooLong(300))));
+        assert!(matches!(
+            reply("let e = \"x\"; e.pad(300, \"x\"); #{payload: 1, event: e}"),
+            Err(ReplyError::EventTooLong(300))
+        ));
     }
 
     #[test]

@@ -155,10 +155,7 @@ mod tests {
         assert_eq!(apply(b"ab", "[[0],[]]"), Err(SyncError::BadShape));
         assert_eq!(apply(b"ab", "[[0],[1,300]]"), Err(SyncError::BadShape));
         assert!(matches!(apply(b"ab", "[[0],[1,1,1]]"), Err(SyncError::RunOutOfBounds { .. })));
-        assert!(matches!(
-            apply(b"ab", &format!("[[0],[{},1]]", u64::MAX / 2)),
-            Err(SyncError::RunOutOfBounds { .. })
-        ));
+        assert!(matches!(apply(b"ab", &format!("[[0],[{},1]]", u64::MAX / 2)), Err(SyncError::RunOutOfBounds { .. })));
     }
 
     proptest! {

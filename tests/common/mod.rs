@@ -46,6 +46,31 @@ impl TestServer {
         Client::connect(&self.url()).await
     }
 
+    /// A client the server has registered: one round trip has completed, so
+    /// broadcasts and `clients()` already include it.
+    pub async fn ready_client(&self) -> Client {
+        let mut c = self.client().await;
+        c.ping().await;
+        c
+    }
+
+    /// Connected clients as the server's hub counts them.
+    pub fn connected(&self) -> usize {
+        self.running.app.hub.len()
+    }
+
+    /// Wait (up to `wait`) until the hub holds `n` clients; false if it never does.
+    pub async fn wait_connected(&self, n: usize, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < deadline {
+            if self.connected() == n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.connected() == n
+    }
+
     /// The plugs folder (for tests that edit plugs).
     pub fn plugs_dir(&self) -> PathBuf {
         self.running.app.settings.plugs_folder.clone()
@@ -101,6 +126,9 @@ pub enum Received {
     Closed(Option<u16>),
 }
 
+/// An event no plug can answer: files whose name starts with `_` are not plugs.
+pub const PING_EVENT: &str = "__ping__";
+
 pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
@@ -124,6 +152,25 @@ impl Client {
 
     pub async fn send_raw(&mut self, bytes: Vec<u8>) {
         self.ws.send(WsMessage::binary(bytes)).await.expect("send");
+    }
+
+    /// Send a binary frame, tolerating a connection the server already
+    /// closed; false when the send failed.
+    pub async fn try_send_raw(&mut self, bytes: Vec<u8>) -> bool {
+        self.ws.send(WsMessage::binary(bytes)).await.is_ok()
+    }
+
+    /// A round trip through the server on any plugs folder: an event that
+    /// can never be a plug (names starting with `_` are skipped) answers
+    /// NOT_FOUND.
+    pub async fn ping(&mut self) {
+        let r = self.request(PING_EVENT, Value::Object(Default::default())).await;
+        assert_eq!((r.event_type, r.event.as_str()), (EventType::NOT_FOUND, PING_EVENT), "ping answered {r:?}");
+    }
+
+    /// Close the connection (a close handshake, then drop).
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
     }
 
     pub async fn send_text(&mut self, text: &str) {

@@ -1,0 +1,53 @@
+//! Live reload: a debounced, recursive watch of the plugs folder. After a
+//! burst of events settles, each touched path is re-examined as it now is
+//! on disk (exists → reload, gone → unload), which handles in-place edits,
+//! editors' atomic saves (write a temp file, rename over), renames, deletes
+//! and new folders alike without tracking event kinds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+
+use crate::plugs::registry::Registry;
+
+/// Quiet time after the last event before reloading: long enough to see an
+/// atomic save as one change, short enough that a save feels instant.
+pub const DEBOUNCE: Duration = Duration::from_millis(25);
+
+/// Keeps the watch alive; dropping it stops live reload.
+pub struct Watcher {
+    _debouncer: Debouncer<RecommendedWatcher>,
+}
+
+/// Start watching the registry's folder.
+pub fn watch(registry: Arc<Registry>) -> notify::Result<Watcher> {
+    let folder = registry.folder().to_path_buf();
+    // Paths from notify are absolute; the registry compares against its
+    // folder as configured, so map them back under that spelling.
+    let canonical = folder.canonicalize().unwrap_or_else(|_| folder.clone());
+    let watch_path = canonical.clone();
+    let handler = move |result: DebounceEventResult| match result {
+        Ok(events) => {
+            let mut paths: Vec<PathBuf> = events
+                .into_iter()
+                .map(|e| match e.path.strip_prefix(&canonical) {
+                    Ok(rel) => folder.join(rel),
+                    Err(_) => e.path,
+                })
+                .collect();
+            paths.sort();
+            paths.dedup();
+            registry.apply_changes(&paths);
+        }
+        Err(err) => {
+            tracing::warn!("plug watcher: {err}; rescanning the plugs folder");
+            registry.rescan();
+        }
+    };
+    let mut debouncer = new_debouncer(DEBOUNCE, handler)?;
+    debouncer.watcher().watch(&watch_path, RecursiveMode::Recursive)?;
+    Ok(Watcher { _debouncer: debouncer })
+}
