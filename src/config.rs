@@ -54,6 +54,8 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "excludeSenderOnBroadcast", kind: Kind::Bool, default: "true", doc: "Broadcasts skip the client whose message caused them." },
     KeyDoc { key: "secure", kind: Kind::Bool, default: "false", doc: "Serve TLS (wss) with the TLS section instead of INSECURE." },
     KeyDoc { key: "plugsFolder", kind: Kind::Str, default: "./plugs", doc: "Folder of plugs, scanned recursively; `plugs/a/b.rhai` answers event `a/b`." },
+    KeyDoc { key: "initFile", kind: Kind::Str, default: "./INIT.rhai", doc: "Start-up hook: if this file exists, its `fn INIT(server)` runs once before plugs load (see the README's INIT section)." },
+    KeyDoc { key: "shutdownTimeoutMs", kind: NON_NEGATIVE, default: "5000", doc: "On SIGINT/SIGTERM, how long running plugs may take to finish before clients are closed (code 1001)." },
     KeyDoc { key: "printLogToConsole", kind: Kind::Bool, default: "true", doc: "Print log lines to the console (stderr)." },
     KeyDoc { key: "logLevel", kind: Kind::Int { min: 0, max: 4 }, default: "0", doc: "Log verbosity: 0 = start-up, plug print(), warnings and errors; 1 = also connections and plug failures; 2 = also other crates' info; 3 = ssocket trace; 4 = everything. RUST_LOG, when set, wins." },
     KeyDoc { key: "logSizeLimit", kind: NON_NEGATIVE, default: "1", doc: "How many recent log entries are kept in memory." },
@@ -114,6 +116,8 @@ pub struct Settings {
     pub exclude_sender_on_broadcast: bool,
     pub secure: bool,
     pub plugs_folder: PathBuf,
+    pub init_file: PathBuf,
+    pub shutdown_timeout_ms: u64,
     pub print_log_to_console: bool,
     pub log_level: u8,
     pub log_size_limit: usize,
@@ -179,6 +183,8 @@ impl Settings {
             exclude_sender_on_broadcast: r.bool("excludeSenderOnBroadcast")?,
             secure: r.bool("secure")?,
             plugs_folder: PathBuf::from(r.string("plugsFolder")?),
+            init_file: PathBuf::from(r.string("initFile")?),
+            shutdown_timeout_ms: r.int("shutdownTimeoutMs")? as u64,
             print_log_to_console: r.bool("printLogToConsole")?,
             log_level: r.int("logLevel")? as u8,
             log_size_limit: r.int("logSizeLimit")? as usize,
@@ -412,6 +418,21 @@ pub fn sample_toml() -> String {
             section = sec;
         }
         out.push_str(&format!("# {}\n{} = {}\n", doc.doc, name, toml_literal(doc)));
+    }
+    out
+}
+
+/// The README's table of keys (between `<!-- keys:start -->` and `<!-- keys:end -->`).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| key | type | default | meaning |\n|---|---|---|---|\n");
+    for doc in KEYS {
+        out.push_str(&format!(
+            "| `{}` | {} | `{}` | {} |\n",
+            doc.key,
+            doc.kind.name(),
+            doc.default,
+            doc.doc.replace('|', "\\|")
+        ));
     }
     out
 }

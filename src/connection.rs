@@ -24,6 +24,9 @@ pub const CLOSE_POLICY: u16 = 1008;
 /// mistakes get ERROR replies and the connection stays open; a client that
 /// only sends garbage is cut off.
 pub const MAX_BAD_FRAMES_IN_A_ROW: u32 = 32;
+/// Close code for a message far above `payloadLimit`, refused by the
+/// WebSocket layer before it is read (RFC 6455: message too big).
+pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Serve one upgraded WebSocket until either side ends.
 pub async fn serve<S>(socket: S, app: App)
@@ -33,18 +36,23 @@ where
     let reg = app.hub.register();
     let id = reg.id;
     tracing::debug!(client = id, "connected");
+    app.connected(id, reg.cancel.clone());
     let (sink, stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(sink, reg.rx));
     let reader = read_loop(stream, id, reg.cancel, &app);
-    tokio::select! {
-        _ = reader => {}
-        _ = &mut writer => {}
-    }
+    let writer_done = tokio::select! {
+        _ = reader => false,
+        _ = &mut writer => true,
+    };
     app.hub.remove(id);
+    app.disconnected(id);
     // The queue's sender is gone with the hub entry, so the writer flushes
     // what is queued (a close frame, say) and ends by itself; bound the wait
-    // so a peer that stopped reading cannot hold the task.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), writer).await;
+    // so a peer that stopped reading cannot hold the task. (A finished
+    // JoinHandle must not be polled again, hence `writer_done`.)
+    if !writer_done && tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer).await.is_err() {
+        writer.abort();
+    }
     tracing::debug!(client = id, "disconnected");
 }
 
@@ -86,6 +94,9 @@ where
             Ok(msg) => msg,
             Err(err) => {
                 tracing::debug!(client = id, "read error: {err}");
+                if is_too_big(&err) {
+                    app.hub.close(id, CLOSE_TOO_BIG, "message too big (see payloadLimit)");
+                }
                 return;
             }
         };
@@ -111,6 +122,11 @@ where
 
 /// Check one binary frame and dispatch it. False when it was malformed.
 fn handle_frame(frame: Bytes, id: ClientId, cancel: &crate::cancel::Cancel, app: &App) -> bool {
+    if app.is_draining() {
+        let text = "the server is shutting down and takes no new messages";
+        app.hub.send_to(id, error_bytes(peek_event(&frame), "shutting_down", text, json!({})));
+        return true;
+    }
     let limit = app.settings.payload_limit;
     if frame.len() > limit {
         let message =
@@ -129,6 +145,14 @@ fn handle_frame(frame: Bytes, id: ClientId, cancel: &crate::cancel::Cancel, app:
             false
         }
     }
+}
+
+/// Whether a read failed because the frame or message is larger than the
+/// WebSocket layer accepts. warp's error type is opaque, so this reads the
+/// text of tungstenite's `Error::Capacity` ("Space limit exceeded: ...").
+fn is_too_big(err: &warp::Error) -> bool {
+    let text = err.to_string();
+    text.starts_with("Space limit exceeded") || text.contains("Message too long")
 }
 
 fn malformed(err: &ProtocolError) -> String {

@@ -13,8 +13,14 @@
 //! - [`cancel`]: the flag that stops a gone client's running plugs.
 //! - [`plugs`]: the Rhai engine and host API, the registry, invocation and
 //!   reply routing.
+//! - [`init`]: the `INIT.rhai` start-up hook and its connect/disconnect
+//!   callbacks.
+//! - [`logs`]: console logging and the in-memory ring of recent entries.
+//! - [`metrics`]: the periodic memory/connections report.
 //! - [`connection`]: one client's socket: reader loop and writer task.
 //! - [`server`]: warp routes, the listener, start-up and shutdown.
+//! - [`tls`]: `secure = true`: PEM certificate loading and the wss:// accept
+//!   loop (warp 0.4 has no TLS).
 //! - [`tools`]: `--generate` and `check`, for plug authors.
 #![forbid(unsafe_code)]
 
@@ -22,7 +28,11 @@ pub mod cancel;
 pub mod config;
 pub mod connection;
 pub mod hub;
+pub mod init;
+pub mod logs;
+pub mod metrics;
 pub mod plugs;
 pub mod protocol;
 pub mod server;
+pub mod tls;
 pub mod tools;

@@ -59,7 +59,7 @@ fn main() -> ExitCode {
     if let Some(Command::Check) = cli.command {
         return check(&settings);
     }
-    init_logging(&settings);
+    ssocket::logs::init(&settings);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -81,7 +81,8 @@ async fn serve(settings: Settings) -> Result<(), server::StartError> {
     let app = server::App::new(settings)?;
     let listener = server::bind(&app.settings).await?;
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!("listening on ws://{addr}/");
+        let scheme = if app.settings.secure { "wss" } else { "ws" };
+        tracing::info!("listening on {scheme}://{addr}/");
     }
     server::run(listener, app, shutdown_signal()).await;
     tracing::info!("stopped");
@@ -166,17 +167,4 @@ fn help(keys: &[(String, Option<String>)]) -> ExitCode {
         }
     }
     code
-}
-
-/// Map `logLevel` to a filter; `RUST_LOG`, when set, wins.
-fn init_logging(settings: &Settings) {
-    use tracing_subscriber::EnvFilter;
-    if !settings.print_log_to_console {
-        return;
-    }
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(config::log_filter(settings.log_level)));
-    use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal();
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 }

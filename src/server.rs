@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,8 +15,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use warp::Filter;
 
+use crate::cancel::Cancel;
 use crate::config::Settings;
-use crate::hub::Hub;
+use crate::hub::{ClientId, Hub};
+use crate::init::{self, InitScript};
 use crate::plugs::watcher::{self, Watcher};
 use crate::plugs::Plugs;
 
@@ -28,6 +31,13 @@ pub struct App {
     pub settings: Arc<Settings>,
     pub hub: Hub,
     pub plugs: Plugs,
+    /// The TLS configuration, loaded at start-up when `secure`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The INIT hook's callbacks, if `INIT.rhai` exists.
+    pub init: Option<Arc<InitScript>>,
+    /// Set once shutdown begins: new messages are refused while running
+    /// plugs finish.
+    draining: Arc<AtomicBool>,
     /// Live reload runs while this lives. A mutex only to make it `Sync`.
     _watcher: Option<Arc<Mutex<Watcher>>>,
 }
@@ -43,6 +53,10 @@ pub enum StartError {
     PlugsFolder { path: String, message: String },
     #[error("cannot listen on {addr}: {message}")]
     Bind { addr: String, message: String },
+    #[error("TLS file {file}: {message}")]
+    Tls { file: String, message: String },
+    #[error("start-up hook {0}")]
+    Init(#[from] init::InitError),
 }
 
 impl App {
@@ -52,8 +66,17 @@ impl App {
         if !folder.is_dir() {
             return Err(StartError::NoPlugsFolder(folder.display().to_string()));
         }
+        let tls = if settings.secure {
+            Some(
+                crate::tls::load(&settings.tls.cert_file, &settings.tls.key_file)
+                    .map_err(|e| StartError::Tls { file: e.file.display().to_string(), message: e.message })?,
+            )
+        } else {
+            None
+        };
         let hub = Hub::new();
         let plugs = Plugs::new(&settings, hub.clone());
+        let init = init::run_if_present(&settings.init_file, &plugs, &hub)?.map(Arc::new);
         let (loaded, errors) = plugs
             .registry()
             .load_all()
@@ -67,8 +90,53 @@ impl App {
                 None
             }
         };
-        Ok(App { settings: Arc::new(settings), hub, plugs, _watcher: watcher })
+        let draining = Arc::new(AtomicBool::new(false));
+        Ok(App { settings: Arc::new(settings), hub, plugs, tls, init, draining, _watcher: watcher })
     }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// A client is registered: run INIT's `on_connect` callbacks.
+    pub fn connected(&self, id: ClientId, cancel: Cancel) {
+        if let Some(init) = &self.init {
+            init.connected(id, cancel);
+        }
+    }
+
+    /// A client is gone: run INIT's `on_disconnect` callbacks.
+    pub fn disconnected(&self, id: ClientId) {
+        if let Some(init) = &self.init {
+            init.disconnected(id);
+        }
+    }
+
+    /// Stop taking messages, let running plugs finish (up to
+    /// `shutdownTimeoutMs`), then close every client with 1001.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        let deadline = Duration::from_millis(self.settings.shutdown_timeout_ms);
+        if !wait_until(deadline, || self.plugs.in_flight() == 0).await {
+            tracing::warn!("{} plugs still running after {deadline:?}; stopping them", self.plugs.in_flight());
+        }
+        for id in self.hub.ids() {
+            self.hub.close(id, CLOSE_GOING_AWAY, "server shutting down");
+        }
+        wait_until(Duration::from_secs(2), || self.hub.is_empty()).await;
+    }
+}
+
+/// Poll `done` every 10 ms until it holds or `deadline` passes.
+async fn wait_until(deadline: Duration, done: impl Fn() -> bool) -> bool {
+    tokio::time::timeout(deadline, async {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .is_ok()
 }
 
 fn failed_note(n: usize) -> String {
@@ -92,30 +160,25 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = wa
     })
 }
 
-/// Serve on `listener` until `shutdown` resolves, then close every client
-/// with 1001 and wait (briefly) for them to go.
+/// Serve on `listener` until `shutdown` resolves; then stop accepting, let
+/// running plugs finish and close every client with 1001 (warp's graceful
+/// shutdown does not cover upgraded WebSockets, so [`App::drain`] does).
 pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) {
-    warp::serve(routes(app.clone())).incoming(listener).graceful(shutdown).run().await;
-    close_all(&app.hub, Duration::from_secs(5)).await;
-}
-
-/// warp's graceful shutdown does not cover upgraded WebSockets, so close
-/// them here.
-async fn close_all(hub: &Hub, deadline: Duration) {
-    for id in hub.ids() {
-        hub.close(id, CLOSE_GOING_AWAY, "server shutting down");
+    let metrics = app.settings.memory_metrics_on.then(|| tokio::spawn(crate::metrics::run(app.clone())));
+    match app.tls.clone() {
+        Some(tls) => crate::tls::serve(listener, tls, app.clone(), shutdown).await,
+        None => warp::serve(routes(app.clone())).incoming(listener).graceful(shutdown).run().await,
     }
-    let _ = tokio::time::timeout(deadline, async {
-        while !hub.is_empty() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await;
+    app.drain().await;
+    if let Some(task) = metrics {
+        task.abort();
+    }
 }
 
-/// Bind to the configured address (`INSECURE`).
+/// Bind to the configured address: `TLS` when `secure`, else `INSECURE`.
 pub async fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
-    let addr = format!("{}:{}", settings.insecure.hostname, settings.insecure.port);
+    let listen = if settings.secure { &settings.tls.listen } else { &settings.insecure };
+    let addr = format!("{}:{}", listen.hostname, listen.port);
     TcpListener::bind(&addr).await.map_err(|e| StartError::Bind { addr, message: e.to_string() })
 }
 

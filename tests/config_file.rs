@@ -1,16 +1,40 @@
-//! The repo's `config.toml` is generated from the key table, so it cannot
-//! drift from the code. Regenerate with `SSOCKET_BLESS=1 cargo test --test config_file`.
+//! The repo's `config.toml` and the README's key table are generated from
+//! the key table in `src/config.rs`, so they cannot drift from the code.
+//! Regenerate both with `SSOCKET_BLESS=1 cargo test --test config_file`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+fn repo(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(file)
+}
+
+fn bless() -> bool {
+    std::env::var_os("SSOCKET_BLESS").is_some()
+}
 
 #[test]
 fn repo_config_toml_matches_the_key_table() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+    let path = repo("config.toml");
     let expected = ssocket::config::sample_toml();
-    if std::env::var_os("SSOCKET_BLESS").is_some() {
+    if bless() {
         std::fs::write(&path, &expected).unwrap();
     }
     let actual = std::fs::read_to_string(&path).unwrap_or_default();
     assert_eq!(actual, expected, "config.toml is stale: run SSOCKET_BLESS=1 cargo test --test config_file");
     ssocket::config::Settings::load(Some(&path), &[], &[]).expect("the repo's config.toml loads");
+}
+
+#[test]
+fn readme_key_table_matches_the_key_table() {
+    const START: &str = "<!-- keys:start -->\n";
+    const END: &str = "<!-- keys:end -->";
+    let path = repo("README.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (head, rest) = text.split_once(START).expect("README has the keys:start marker");
+    let (_, tail) = rest.split_once(END).expect("README has the keys:end marker");
+    let expected = format!("{head}{START}{}{END}{tail}", ssocket::config::markdown_table());
+    if bless() {
+        std::fs::write(&path, &expected).unwrap();
+    }
+    assert_eq!(text, expected, "README key table is stale: run SSOCKET_BLESS=1 cargo test --test config_file");
 }

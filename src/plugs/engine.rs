@@ -58,6 +58,7 @@ pub fn build(resolver: Arc<PlugResolver>) -> Engine {
     });
     engine.register_static_module("EventType", event_type_module().into());
     register_host_api(&mut engine);
+    crate::init::register(&mut engine);
     engine
 }
 

@@ -65,6 +65,10 @@ impl Invocation {
         Invocation { client, event, plug, cancel, router, sync_base: Mutex::new(raw) }
     }
 
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
     fn check_alive(&self) -> Result<(), Box<EvalAltResult>> {
         if self.cancel.is_cancelled() {
             Err(terminated())
@@ -158,6 +162,22 @@ pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: &Message) {
             return;
         }
     }
+}
+
+/// Call a script function with the host API available (`broadcast`,
+/// `send_to`, `clients`, `sleep`) outside any message: the INIT hook and its
+/// callbacks. `inv` gives the host functions their context; its client is
+/// the "sender" for broadcast's exclusion rule (0: nobody).
+pub fn call_function(
+    engine: &Engine,
+    ast: &rhai::AST,
+    inv: &Arc<Invocation>,
+    name: &str,
+    args: Vec<Dynamic>,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let _current = CurrentGuard::set(inv.clone());
+    let options = CallFnOptions::new().eval_ast(false).rewind_scope(true).with_tag(inv.clone());
+    engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, name, args)
 }
 
 /// Tell the sender which plug failed, where and why.

@@ -18,6 +18,7 @@ pub mod registry;
 pub mod router;
 pub mod watcher;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -36,6 +37,9 @@ use router::Router;
 pub struct Plugs {
     engine: Arc<Engine>,
     pool: Arc<pool::PlugPool>,
+    /// Invocations started and not yet finished: shutdown waits for it to
+    /// reach zero, memory metrics report it.
+    in_flight: Arc<AtomicUsize>,
     registry: Arc<Registry>,
     router: Router,
 }
@@ -47,11 +51,38 @@ impl Plugs {
         let engine = Arc::new(engine::build(resolver.clone()));
         let registry = Arc::new(Registry::new(engine.clone(), resolver, settings));
         let pool = Arc::new(pool::PlugPool::new().expect("the plug thread pool starts"));
-        Plugs { engine, pool, registry, router: Router::new(hub, settings.exclude_sender_on_broadcast) }
+        Plugs {
+            engine,
+            pool,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            registry,
+            router: Router::new(hub, settings.exclude_sender_on_broadcast),
+        }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Invocations running now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Run a job on the plug threads.
+    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        self.pool.spawn(job);
+    }
+
+    /// An invocation context for hook code (INIT and its callbacks), with
+    /// `client` as the sender (0: none) and `event` as the default event.
+    pub fn hook_invocation(&self, client: ClientId, event: &str, cancel: Cancel) -> Arc<Invocation> {
+        let router = self.router.clone();
+        Arc::new(Invocation::new(client, event.to_owned(), "INIT".to_owned(), cancel, router, Bytes::new()))
     }
 
     /// Start the plug for a decoded message from `client`. Returns at once;
@@ -72,7 +103,11 @@ impl Plugs {
         let inv =
             Arc::new(Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw));
         let engine = self.engine.clone();
-        self.pool.spawn(move || invoke::run(&engine, &plug, &inv, &msg));
+        let in_flight = InFlight::enter(&self.in_flight);
+        self.pool.spawn(move || {
+            invoke::run(&engine, &plug, &inv, &msg);
+            drop(in_flight);
+        });
     }
 
     /// Run an event to completion on the current thread, for tests and tools
@@ -93,5 +128,21 @@ impl Plugs {
             }
             _ => false,
         }
+    }
+}
+
+/// Counts one invocation from dispatch until its job ends (even by panic).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -1,0 +1,129 @@
+//! The start-up hook (SPEC section 7): `INIT.rhai` in the working directory
+//! (config `initFile`) runs its `fn INIT(server)` once, before plugs load.
+//! Through `server` it registers callbacks for clients connecting and
+//! disconnecting, lists clients and can disconnect them all; `broadcast`,
+//! `send_to` and `sleep` work in INIT and in the callbacks.
+//!
+//! Callbacks run on the plug threads with the client as the "sender": in
+//! `on_connect`, `yield_msg` greets the new client and `broadcast` tells
+//! everyone else.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rhai::{Array, Dynamic, Engine, FnPtr, Scope, AST};
+
+use crate::cancel::Cancel;
+use crate::hub::{ClientId, Hub};
+use crate::plugs::invoke;
+use crate::plugs::Plugs;
+
+/// Close code for `server.kick_all()` (RFC 6455: normal closure).
+pub const CLOSE_KICKED: u16 = 1000;
+
+/// Callbacks registered by INIT.
+#[derive(Default)]
+struct Hooks {
+    on_connect: Mutex<Vec<FnPtr>>,
+    on_disconnect: Mutex<Vec<FnPtr>>,
+}
+
+/// What INIT's `server` parameter is (the Rhai type `Server`).
+#[derive(Clone)]
+pub struct ServerHandle {
+    hooks: Arc<Hooks>,
+    hub: Hub,
+}
+
+/// Register the `Server` type and its methods on the engine.
+pub fn register(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<ServerHandle>("Server")
+        .register_fn("on_connect", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_connect, f))
+        .register_fn("on_disconnect", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_disconnect, f))
+        .register_fn("clients", |s: &mut ServerHandle| -> Array {
+            s.hub.ids().into_iter().map(|id| Dynamic::from(id as i64)).collect()
+        })
+        .register_fn("kick_all", |s: &mut ServerHandle| -> i64 {
+            let ids = s.hub.ids();
+            for id in &ids {
+                s.hub.close(*id, CLOSE_KICKED, "disconnected by the server");
+            }
+            ids.len() as i64
+        });
+}
+
+fn push(list: &Mutex<Vec<FnPtr>>, f: FnPtr) {
+    list.lock().unwrap_or_else(|e| e.into_inner()).push(f);
+}
+
+/// A loaded INIT script and the callbacks it registered.
+pub struct InitScript {
+    ast: Arc<AST>,
+    hooks: Arc<Hooks>,
+    engine: Arc<Engine>,
+    plugs: Plugs,
+}
+
+/// Why INIT stopped the start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct InitError {
+    pub file: String,
+    pub message: String,
+}
+
+/// Run `path`'s `INIT(server)` if the file exists.
+pub fn run_if_present(path: &Path, plugs: &Plugs, hub: &Hub) -> Result<Option<InitScript>, InitError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let file = path.display().to_string();
+    let fail = |message: String| InitError { file: file.clone(), message };
+    let source = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+    let engine = plugs.engine().clone();
+    let ast = engine.compile_into_self_contained(&Scope::new(), &source).map_err(|e| {
+        let pos = e.position();
+        fail(format!("line {}, column {}: {e}", pos.line().unwrap_or(0), pos.position().unwrap_or(0)))
+    })?;
+    if !ast.iter_functions().any(|f| f.name == "INIT" && f.params.len() == 1) {
+        return Err(fail("has no `fn INIT(server)`".into()));
+    }
+    // Top-level statements (imports, constants) run once, here.
+    engine.run_ast(&ast).map_err(|e| fail(format!("failed: {e}")))?;
+    let hooks = Arc::new(Hooks::default());
+    let handle = ServerHandle { hooks: hooks.clone(), hub: hub.clone() };
+    let inv = plugs.hook_invocation(0, "INIT", Cancel::new());
+    let _ = invoke::call_function(&engine, &ast, &inv, "INIT", vec![Dynamic::from(handle)])
+        .map_err(|e| fail(format!("INIT failed: {e}")))?;
+    tracing::info!("ran {file}");
+    Ok(Some(InitScript { ast: Arc::new(ast), hooks, engine, plugs: plugs.clone() }))
+}
+
+impl InitScript {
+    /// A client connected; `cancel` stops its callbacks if it leaves.
+    pub fn connected(&self, id: ClientId, cancel: Cancel) {
+        self.fire(&self.hooks.on_connect, "connect", id, cancel);
+    }
+
+    pub fn disconnected(&self, id: ClientId) {
+        self.fire(&self.hooks.on_disconnect, "disconnect", id, Cancel::new());
+    }
+
+    fn fire(&self, list: &Mutex<Vec<FnPtr>>, event: &'static str, id: ClientId, cancel: Cancel) {
+        let callbacks = list.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for f in callbacks {
+            let (engine, ast) = (self.engine.clone(), self.ast.clone());
+            let inv = self.plugs.hook_invocation(id, event, cancel.clone());
+            self.plugs.spawn(move || {
+                let mut args: Vec<Dynamic> = f.curry().to_vec();
+                args.push(Dynamic::from(id as i64));
+                if let Err(err) = invoke::call_function(&engine, &ast, &inv, f.fn_name(), args) {
+                    if !inv.cancel.is_cancelled() {
+                        tracing::error!("INIT on_{event} callback failed for client {id}: {err}");
+                    }
+                }
+            });
+        }
+    }
+}
