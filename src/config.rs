@@ -56,6 +56,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "plugsFolder", kind: Kind::Str, default: "./plugs", doc: "Folder of plugs, scanned recursively; `plugs/a/b.rhai` answers event `a/b`." },
     KeyDoc { key: "initFile", kind: Kind::Str, default: "./INIT.rhai", doc: "Start-up hook: if this file exists, its `fn INIT(server)` runs once before plugs load (see the README's INIT section)." },
     KeyDoc { key: "shutdownTimeoutMs", kind: NON_NEGATIVE, default: "5000", doc: "On SIGINT/SIGTERM, how long running plugs may take to finish before clients are closed (code 1001)." },
+    KeyDoc { key: "playground", kind: Kind::Bool, default: "true", doc: "Serve the playground page at `/`, the JS client at `/ssocket.js` and the plug list at `/api/plugs` on the WebSocket port. Turn off in production." },
     KeyDoc { key: "printLogToConsole", kind: Kind::Bool, default: "true", doc: "Print log lines to the console (stderr)." },
     KeyDoc { key: "logLevel", kind: Kind::Int { min: 0, max: 4 }, default: "0", doc: "Log verbosity: 0 = start-up, plug print(), warnings and errors; 1 = also connections and plug failures; 2 = also other crates' info; 3 = ssocket trace; 4 = everything. RUST_LOG, when set, wins." },
     KeyDoc { key: "logSizeLimit", kind: NON_NEGATIVE, default: "1", doc: "How many recent log entries are kept in memory." },
@@ -66,6 +67,13 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "TLS.certFile", kind: Kind::Str, default: "./cert.pem", doc: "TLS certificate chain (PEM)." },
     KeyDoc { key: "TLS.keyFile", kind: Kind::Str, default: "./key.pem", doc: "TLS private key (PEM)." },
     KeyDoc { key: "validateFunctionShape", kind: Kind::Bool, default: "false", doc: "Reject, when a plug loads, public functions that do not take exactly two parameters." },
+    KeyDoc { key: "maxConnections", kind: NON_NEGATIVE, default: "10000", doc: "Most clients connected at once; further upgrades get HTTP 503. 0 = no limit." },
+    KeyDoc { key: "limits.timeoutMs", kind: NON_NEGATIVE, default: "10000", doc: "Wall-clock time one plug invocation may run, sleeps included; past it the plug stops and the sender gets ERROR `limit_exceeded`. 0 = no limit." },
+    KeyDoc { key: "limits.maxOperations", kind: NON_NEGATIVE, default: "10000000", doc: "Script operations one handler call may perform (Rhai counts expressions and statements); it also bounds memory a loop can fill, since Rhai checks map sizes only when a map is next read. 0 = no limit." },
+    KeyDoc { key: "limits.maxCallDepth", kind: Kind::Int { min: 1, max: 256 }, default: "64", doc: "Nested function calls a plug may make (recursion depth)." },
+    KeyDoc { key: "limits.maxStringSize", kind: NON_NEGATIVE, default: "4194304", doc: "Largest string a plug may build, in bytes. 0 = no limit." },
+    KeyDoc { key: "limits.maxArraySize", kind: NON_NEGATIVE, default: "1000000", doc: "Most items in one array a plug may build. 0 = no limit." },
+    KeyDoc { key: "limits.maxMapSize", kind: NON_NEGATIVE, default: "100000", doc: "Most entries in one map a plug may build. 0 = no limit." },
     KeyDoc { key: "memoryMetrics.isOn", kind: Kind::Bool, default: "false", doc: "Periodically log memory use." },
     KeyDoc { key: "memoryMetrics.interval", kind: POSITIVE, default: "5000", doc: "Milliseconds between memory logs." },
 ];
@@ -118,14 +126,28 @@ pub struct Settings {
     pub plugs_folder: PathBuf,
     pub init_file: PathBuf,
     pub shutdown_timeout_ms: u64,
+    pub playground: bool,
     pub print_log_to_console: bool,
     pub log_level: u8,
     pub log_size_limit: usize,
     pub insecure: Listen,
     pub tls: Tls,
     pub validate_function_shape: bool,
+    pub max_connections: usize,
+    pub limits: Limits,
     pub memory_metrics_on: bool,
     pub memory_metrics_interval_ms: u64,
+}
+
+/// Per-invocation script limits (`limits.*`); 0 means no limit where allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout_ms: u64,
+    pub max_operations: u64,
+    pub max_call_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +207,7 @@ impl Settings {
             plugs_folder: PathBuf::from(r.string("plugsFolder")?),
             init_file: PathBuf::from(r.string("initFile")?),
             shutdown_timeout_ms: r.int("shutdownTimeoutMs")? as u64,
+            playground: r.bool("playground")?,
             print_log_to_console: r.bool("printLogToConsole")?,
             log_level: r.int("logLevel")? as u8,
             log_size_limit: r.int("logSizeLimit")? as usize,
@@ -195,6 +218,15 @@ impl Settings {
                 key_file: PathBuf::from(r.string("TLS.keyFile")?),
             },
             validate_function_shape: r.bool("validateFunctionShape")?,
+            max_connections: r.int("maxConnections")? as usize,
+            limits: Limits {
+                timeout_ms: r.int("limits.timeoutMs")? as u64,
+                max_operations: r.int("limits.maxOperations")? as u64,
+                max_call_depth: r.int("limits.maxCallDepth")? as usize,
+                max_string_size: r.int("limits.maxStringSize")? as usize,
+                max_array_size: r.int("limits.maxArraySize")? as usize,
+                max_map_size: r.int("limits.maxMapSize")? as usize,
+            },
             memory_metrics_on: r.bool("memoryMetrics.isOn")?,
             memory_metrics_interval_ms: r.int("memoryMetrics.interval")? as u64,
         })

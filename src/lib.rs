@@ -18,6 +18,7 @@
 //! - [`logs`]: console logging and the in-memory ring of recent entries.
 //! - [`metrics`]: the periodic memory/connections report.
 //! - [`connection`]: one client's socket: reader loop and writer task.
+//! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.
 //! - [`server`]: warp routes, the listener, start-up and shutdown.
 //! - [`tls`]: `secure = true`: PEM certificate loading and the wss:// accept
 //!   loop (warp 0.4 has no TLS).
@@ -27,6 +28,7 @@
 pub mod cancel;
 pub mod config;
 pub mod connection;
+pub mod http;
 pub mod hub;
 pub mod init;
 pub mod logs;

@@ -147,8 +147,12 @@ fn failed_note(n: usize) -> String {
     }
 }
 
-/// The WebSocket endpoint at `/`.
+/// The WebSocket endpoint at `/`, then the plain HTTP routes of [`crate::http`].
 pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    websocket(app.clone()).or(crate::http::routes(app))
+}
+
+fn websocket(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
     // The WebSocket layer refuses (close 1009) only messages far above the
     // limit; those in between reach us and get a clear ERROR reply.
     let ws_limit = app.settings.payload_limit.saturating_mul(2).max(app.settings.payload_limit + 64 * 1024);

@@ -16,38 +16,37 @@ use rhai::{
     Shared,
 };
 
+use crate::config::Limits;
 use crate::plugs::invoke::{self, Invocation};
 use crate::plugs::modules::PlugResolver;
 use crate::protocol::EventType;
 
 type HostResult<T> = Result<T, Box<EvalAltResult>>;
 
-/// Nested function calls a script may make. Rhai's default is 8 in debug
-/// builds and 64 in release; one value for both keeps tests honest. The
-/// plug pool's thread stacks are sized for it.
-pub const MAX_CALL_LEVELS: usize = 64;
-/// Nesting of expressions (top level, inside functions).
+/// Nesting of expressions (top level, inside functions). Rhai's defaults
+/// are lower in debug builds than in release; one value for both keeps
+/// tests honest. The plug pool's thread stacks are sized for these and for
+/// `limits.maxCallDepth`.
 pub const MAX_EXPR_DEPTHS: (usize, usize) = (64, 48);
 
-/// How many script operations pass between checks of the cancel flag.
+/// How many script operations pass between checks of the cancel flag and
+/// the deadline.
 const CANCEL_CHECK_EVERY: u64 = 256;
 
 /// The engine, resolving imports through `resolver` (shared so the
 /// registry can invalidate its cache when a module file changes).
-pub fn build(resolver: Arc<PlugResolver>) -> Engine {
+pub fn build(resolver: Arc<PlugResolver>, limits: &Limits) -> Engine {
     let mut engine = Engine::new();
     engine.set_module_resolver(SharedResolver(resolver));
-    engine.set_max_call_levels(MAX_CALL_LEVELS);
+    engine.set_max_call_levels(limits.max_call_depth);
     engine.set_max_expr_depths(MAX_EXPR_DEPTHS.0, MAX_EXPR_DEPTHS.1);
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
     // Plugs get no way to run code from strings.
     engine.disable_symbol("eval");
-    engine.on_progress(|ops| {
-        if ops % CANCEL_CHECK_EVERY == 0 && invoke::current_cancelled() {
-            Some(Dynamic::from("client disconnected"))
-        } else {
-            None
-        }
-    });
+    engine.on_progress(|ops| if ops % CANCEL_CHECK_EVERY == 0 { invoke::current_stop_reason() } else { None });
     engine.on_print(|text| {
         let (plug, client) = invoke::current_label();
         tracing::info!(target: "ssocket::plug", plug, client, "{text}");

@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rhai::{Array, CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Map, Position, Scope};
@@ -33,7 +33,14 @@ pub struct Invocation {
     router: Router,
     /// The previous full message for SYNC diffs: starts as the raw request.
     sync_base: Mutex<Bytes>,
+    /// When `limits.timeoutMs` runs out (None: no limit).
+    deadline: Option<Instant>,
 }
+
+/// The termination token of a run stopped by `limits.timeoutMs`.
+const TIMEOUT: &str = "timeout";
+/// The termination token of a run whose client left.
+const DISCONNECTED: &str = "client disconnected";
 
 thread_local! {
     /// The invocation running on this thread, for engine hooks that get no
@@ -41,8 +48,10 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Invocation>>> = const { RefCell::new(None) };
 }
 
-pub(crate) fn current_cancelled() -> bool {
-    CURRENT.with(|c| c.borrow().as_ref().is_some_and(|inv| inv.cancel.is_cancelled()))
+/// Why the run on this thread must stop now, if it must: its client left,
+/// or its time ran out. Polled by the engine's progress hook.
+pub(crate) fn current_stop_reason() -> Option<Dynamic> {
+    CURRENT.with(|c| c.borrow().as_ref().and_then(|inv| inv.stop_reason()))
 }
 
 pub(crate) fn current_label() -> (String, u64) {
@@ -50,7 +59,11 @@ pub(crate) fn current_label() -> (String, u64) {
 }
 
 fn terminated() -> Box<EvalAltResult> {
-    Box::new(EvalAltResult::ErrorTerminated(Dynamic::from("client disconnected"), Position::NONE))
+    stop(DISCONNECTED)
+}
+
+fn stop(token: &str) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorTerminated(Dynamic::from(token.to_owned()), Position::NONE))
 }
 
 impl Invocation {
@@ -62,7 +75,23 @@ impl Invocation {
         router: Router,
         raw: Bytes,
     ) -> Invocation {
-        Invocation { client, event, plug, cancel, router, sync_base: Mutex::new(raw) }
+        Invocation { client, event, plug, cancel, router, sync_base: Mutex::new(raw), deadline: None }
+    }
+
+    /// Limit the run to `timeout` from now (`limits.timeoutMs`).
+    pub fn with_timeout(mut self, timeout: Option<Duration>) -> Invocation {
+        self.deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        self
+    }
+
+    fn stop_reason(&self) -> Option<Dynamic> {
+        if self.cancel.is_cancelled() {
+            Some(Dynamic::from(DISCONNECTED))
+        } else if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            Some(Dynamic::from(TIMEOUT))
+        } else {
+            None
+        }
     }
 
     pub fn router(&self) -> &Router {
@@ -70,10 +99,9 @@ impl Invocation {
     }
 
     fn check_alive(&self) -> Result<(), Box<EvalAltResult>> {
-        if self.cancel.is_cancelled() {
-            Err(terminated())
-        } else {
-            Ok(())
+        match self.stop_reason() {
+            Some(reason) => Err(Box::new(EvalAltResult::ErrorTerminated(reason, Position::NONE))),
+            None => Ok(()),
         }
     }
 
@@ -111,11 +139,19 @@ impl Invocation {
         self.router.hub().ids().into_iter().map(|id| Dynamic::from(id as i64)).collect()
     }
 
-    /// `sleep(ms)`: ends early, with termination, if the sender leaves.
+    /// `sleep(ms)`: ends early, with termination, if the sender leaves or
+    /// the run's time limit comes first.
     pub fn sleep(&self, duration: Duration) -> Result<(), Box<EvalAltResult>> {
         self.check_alive()?;
-        if self.cancel.sleep(duration) {
+        let remaining = self.deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let (nap, times_out) = match remaining {
+            Some(left) if left < duration => (left, true),
+            _ => (duration, false),
+        };
+        if self.cancel.sleep(nap) {
             Err(terminated())
+        } else if times_out {
+            Err(stop(TIMEOUT))
         } else {
             Ok(())
         }
@@ -180,26 +216,61 @@ pub fn call_function(
     engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, name, args)
 }
 
-/// Tell the sender which plug failed, where and why.
+/// Tell the sender which plug failed, where and why: `limit_exceeded`
+/// (naming the limit) or `script_error`.
 fn report(inv: &Invocation, function: &str, err: &EvalAltResult) {
-    let message = match err {
-        EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-        other => other.to_string(),
-    };
-    let message = strip_position(&message);
+    let inner = innermost(err);
     let pos = err.position();
-    let mut context = json!({"plug": inv.plug, "function": function});
+    let mut payload = match exceeded_limit(inner) {
+        Some(limit) => json!({
+            "error": "limit_exceeded",
+            "message": format!("plug `{}` was stopped: it exceeded {limit}", inv.plug),
+            "limit": limit,
+        }),
+        None => {
+            let message = match inner {
+                EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+                _ => err.to_string(),
+            };
+            let message = strip_position(&message);
+            json!({"error": "script_error", "message": format!("plug `{}` failed: {message}", inv.plug)})
+        }
+    };
+    payload["plug"] = json!(inv.plug);
+    payload["function"] = json!(function);
     if let Some(line) = pos.line() {
-        context["line"] = json!(line);
-        context["column"] = json!(pos.position().unwrap_or(0));
+        payload["line"] = json!(line);
+        payload["column"] = json!(pos.position().unwrap_or(0));
     }
-    tracing::debug!(plug = %inv.plug, client = inv.client, "plug failed: {message}");
-    let text = format!("plug `{}` failed: {}", inv.plug, message);
-    let mut payload = json!({"error": "script_error", "message": text});
-    if let (Some(obj), Some(extra)) = (payload.as_object_mut(), context.as_object()) {
-        obj.extend(extra.clone());
-    }
+    tracing::debug!(plug = %inv.plug, client = inv.client, "plug failed: {}", payload["message"]);
     inv.router.error(inv.client, &inv.event, payload);
+}
+
+/// The error inside "error in function call" / "error in module" wrappers.
+fn innermost(err: &EvalAltResult) -> &EvalAltResult {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) | EvalAltResult::ErrorInModule(_, inner, _) => {
+            innermost(inner)
+        }
+        other => other,
+    }
+}
+
+/// The configuration key of the limit an error reports, if it is one.
+fn exceeded_limit(err: &EvalAltResult) -> Option<&'static str> {
+    match err {
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == TIMEOUT => Some("limits.timeoutMs"),
+        EvalAltResult::ErrorTooManyOperations(_) => Some("limits.maxOperations"),
+        EvalAltResult::ErrorStackOverflow(_) => Some("limits.maxCallDepth"),
+        EvalAltResult::ErrorDataTooLarge(what, _) if what.starts_with("Length of string") => {
+            Some("limits.maxStringSize")
+        }
+        EvalAltResult::ErrorDataTooLarge(what, _) if what.starts_with("Size of array") => Some("limits.maxArraySize"),
+        EvalAltResult::ErrorDataTooLarge(what, _) if what.starts_with("Size of object map") => {
+            Some("limits.maxMapSize")
+        }
+        _ => None,
+    }
 }
 
 /// Rhai appends ` (line 3, position 5)` to messages; the position is sent as

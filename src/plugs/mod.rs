@@ -37,6 +37,8 @@ use router::Router;
 pub struct Plugs {
     engine: Arc<Engine>,
     pool: Arc<pool::PlugPool>,
+    /// `limits.timeoutMs` for each invocation (None: no limit).
+    timeout: Option<std::time::Duration>,
     /// Invocations started and not yet finished: shutdown waits for it to
     /// reach zero, memory metrics report it.
     in_flight: Arc<AtomicUsize>,
@@ -48,12 +50,17 @@ impl Plugs {
     /// Build the engine and the registry (without loading anything yet).
     pub fn new(settings: &Settings, hub: Hub) -> Plugs {
         let resolver = Arc::new(modules::PlugResolver::new(settings.plugs_folder.clone()));
-        let engine = Arc::new(engine::build(resolver.clone()));
+        let engine = Arc::new(engine::build(resolver.clone(), &settings.limits));
         let registry = Arc::new(Registry::new(engine.clone(), resolver, settings));
+        // Building a current-thread runtime starts no threads; it fails only
+        // if the OS refuses basic resources, when nothing could run anyway.
         let pool = Arc::new(pool::PlugPool::new().expect("the plug thread pool starts"));
+        let timeout =
+            (settings.limits.timeout_ms > 0).then(|| std::time::Duration::from_millis(settings.limits.timeout_ms));
         Plugs {
             engine,
             pool,
+            timeout,
             in_flight: Arc::new(AtomicUsize::new(0)),
             registry,
             router: Router::new(hub, settings.exclude_sender_on_broadcast),
@@ -78,11 +85,13 @@ impl Plugs {
         self.pool.spawn(job);
     }
 
-    /// An invocation context for hook code (INIT and its callbacks), with
-    /// `client` as the sender (0: none) and `event` as the default event.
+    /// An invocation context for hook code, with `client` as the sender and
+    /// `event` as the default event. INIT itself (client 0, no sender) runs
+    /// without a time limit; callbacks run under `limits.timeoutMs`.
     pub fn hook_invocation(&self, client: ClientId, event: &str, cancel: Cancel) -> Arc<Invocation> {
         let router = self.router.clone();
-        Arc::new(Invocation::new(client, event.to_owned(), "INIT".to_owned(), cancel, router, Bytes::new()))
+        let inv = Invocation::new(client, event.to_owned(), "INIT".to_owned(), cancel, router, Bytes::new());
+        Arc::new(if client == 0 { inv } else { inv.with_timeout(self.timeout) })
     }
 
     /// Start the plug for a decoded message from `client`. Returns at once;
@@ -100,34 +109,16 @@ impl Plugs {
                 return;
             }
         };
-        let inv =
-            Arc::new(Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw));
+        let inv = Arc::new(
+            Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw)
+                .with_timeout(self.timeout),
+        );
         let engine = self.engine.clone();
         let in_flight = InFlight::enter(&self.in_flight);
         self.pool.spawn(move || {
             invoke::run(&engine, &plug, &inv, &msg);
             drop(in_flight);
         });
-    }
-
-    /// Run an event to completion on the current thread, for tests and tools
-    /// that have no server.
-    pub fn run_blocking(&self, client: ClientId, cancel: Cancel, msg: Message, raw: Bytes) -> bool {
-        match self.registry.lookup(&msg.event) {
-            Lookup::Found(plug) => {
-                let inv = Arc::new(Invocation::new(
-                    client,
-                    msg.event.clone(),
-                    plug.name.clone(),
-                    cancel,
-                    self.router.clone(),
-                    raw,
-                ));
-                invoke::run(&self.engine, &plug, &inv, &msg);
-                true
-            }
-            _ => false,
-        }
     }
 }
 

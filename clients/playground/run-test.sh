@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Browser test of the playground page (/ on the server): installs Debian's
+# chromium if /usr/bin/chromium is missing, playwright-core from npm, builds
+# the server, then runs test/playground.test.mjs with the Node test runner.
+# Needs: Debian (apt-get; root or sudo to install chromium), the Rust
+# toolchain, Node 20+. Environment: SSOCKET_BIN (use this server binary, no
+# build), CHROMIUM_PATH (use this browser, no apt-get).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+if [ -z "${CHROMIUM_PATH:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "run-test: installing chromium (apt-get)" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  aptlog="$(mktemp)"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } >"$aptlog" 2>&1; then
+    cat "$aptlog" >&2
+    echo "run-test: could not install chromium" >&2
+    exit 1
+  fi
+  rm -f "$aptlog"
+fi
+
+echo "run-test: npm install (playwright-core)" >&2
+(cd "$here" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+
+if [ -z "${SSOCKET_BIN:-}" ]; then
+  # Always build: the page is compiled into the binary (include_str!).
+  (cd "$root" && cargo build --release --quiet)
+fi
+
+# Node 20 needs the flag for the global WebSocket; newer Node has it built in.
+flags=()
+node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' 2>/dev/null || flags=(--experimental-websocket)
+cd "$here"
+exec node "${flags[@]}" --test test/

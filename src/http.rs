@@ -1,0 +1,59 @@
+//! Plain HTTP on the WebSocket port (a GET that is not an upgrade): the
+//! playground page at `/`, the JS client module at `/ssocket.js`, and a JSON
+//! list of plugs at `/api/plugs`. All three are off when `playground` is
+//! false, for production.
+
+use std::time::UNIX_EPOCH;
+
+use serde_json::{json, Value};
+use warp::filters::BoxedFilter;
+use warp::{Filter, Reply};
+
+use crate::server::App;
+
+/// The page: plain HTML and JS, no build step.
+pub const PLAYGROUND_HTML: &str = include_str!("../clients/playground/index.html");
+/// The client library, served as an ES module.
+pub const CLIENT_JS: &str = include_str!("../clients/js/ssocket.js");
+
+/// The routes, or a filter that matches nothing when the playground is off.
+pub fn routes(app: App) -> BoxedFilter<(Box<dyn Reply>,)> {
+    if !app.settings.playground {
+        return warp::any().and_then(|| async { Err::<Box<dyn Reply>, _>(warp::reject::not_found()) }).boxed();
+    }
+    let page =
+        warp::path::end().and(warp::get()).map(|| Box::new(warp::reply::html(PLAYGROUND_HTML)) as Box<dyn Reply>);
+    let js = warp::path!("ssocket.js").and(warp::get()).map(|| {
+        Box::new(warp::reply::with_header(CLIENT_JS, "content-type", "text/javascript; charset=utf-8"))
+            as Box<dyn Reply>
+    });
+    let api = warp::path!("api" / "plugs")
+        .and(warp::get())
+        .map(move || Box::new(warp::reply::json(&plugs_json(&app))) as Box<dyn Reply>);
+    page.or(js).unify().or(api).unify().boxed()
+}
+
+/// `[{event, functions, file, loadedAt, error}]`: `loadedAt` in ms since
+/// 1970 (null if not compiled yet), `error` the last compile error's ERROR
+/// payload (null if none).
+pub fn plugs_json(app: &App) -> Value {
+    let folder = app.plugs.registry().folder().to_path_buf();
+    let plugs: Vec<Value> = app
+        .plugs
+        .registry()
+        .statuses()
+        .into_iter()
+        .map(|s| {
+            let loaded_at = s.loaded_at.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64);
+            let file = s.path.strip_prefix(&folder).unwrap_or(&s.path).display().to_string();
+            json!({
+                "event": s.name,
+                "functions": s.handlers,
+                "file": file,
+                "loadedAt": loaded_at,
+                "error": s.error.map(|e| e.to_reply()),
+            })
+        })
+        .collect();
+    Value::Array(plugs)
+}
