@@ -74,6 +74,10 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "limits.maxStringSize", kind: NON_NEGATIVE, default: "4194304", doc: "Largest string a plug may build, in bytes. 0 = no limit." },
     KeyDoc { key: "limits.maxArraySize", kind: NON_NEGATIVE, default: "1000000", doc: "Most items in one array a plug may build. 0 = no limit." },
     KeyDoc { key: "limits.maxMapSize", kind: NON_NEGATIVE, default: "100000", doc: "Most entries in one map a plug may build. 0 = no limit." },
+    KeyDoc { key: "limits.maxInFlightPerClient", kind: POSITIVE, default: "8", doc: "Plug invocations one client may have running; further messages wait unread (backpressure on that client's socket)." },
+    KeyDoc { key: "limits.maxInFlight", kind: POSITIVE, default: "256", doc: "Plug invocations running in the whole server; further messages wait, so no client can exhaust the plug threads." },
+    KeyDoc { key: "limits.outboundQueueBytes", kind: POSITIVE, default: "16777216", doc: "Bytes queued for one client. A client that stops reading until its queue is full is disconnected (close code 4008); a plug yielding to its own slow client waits instead." },
+    KeyDoc { key: "limits.messagesPerSecond", kind: NON_NEGATIVE, default: "500", doc: "Messages per second one client may send (bursts up to one second's worth); excess messages get ERROR `rate_limited`, and a client that keeps flooding is closed with code 1008. 0 = no limit." },
     KeyDoc { key: "memoryMetrics.isOn", kind: Kind::Bool, default: "false", doc: "Periodically log memory use." },
     KeyDoc { key: "memoryMetrics.interval", kind: POSITIVE, default: "5000", doc: "Milliseconds between memory logs." },
 ];
@@ -148,6 +152,10 @@ pub struct Limits {
     pub max_string_size: usize,
     pub max_array_size: usize,
     pub max_map_size: usize,
+    pub max_in_flight_per_client: usize,
+    pub max_in_flight: usize,
+    pub outbound_queue_bytes: usize,
+    pub messages_per_second: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +234,10 @@ impl Settings {
                 max_string_size: r.int("limits.maxStringSize")? as usize,
                 max_array_size: r.int("limits.maxArraySize")? as usize,
                 max_map_size: r.int("limits.maxMapSize")? as usize,
+                max_in_flight_per_client: r.int("limits.maxInFlightPerClient")? as usize,
+                max_in_flight: r.int("limits.maxInFlight")? as usize,
+                outbound_queue_bytes: r.int("limits.outboundQueueBytes")? as usize,
+                messages_per_second: r.int("limits.messagesPerSecond")?.min(u32::MAX as i64) as u32,
             },
             memory_metrics_on: r.bool("memoryMetrics.isOn")?,
             memory_metrics_interval_ms: r.int("memoryMetrics.interval")? as u64,

@@ -6,13 +6,18 @@
 //! Written over a generic `Stream`/`Sink` so tests can drive it without a
 //! socket.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use warp::ws::Message as WsMessage;
 
-use crate::hub::{ClientId, Outbound};
+use crate::cancel::Cancel;
+use crate::hub::{ClientId, Kill, Outbound};
 use crate::plugs::router::error_bytes;
 use crate::protocol::{self, ProtocolError};
 use crate::server::App;
@@ -38,7 +43,7 @@ where
     tracing::debug!(client = id, "connected");
     app.connected(id, reg.cancel.clone());
     let (sink, stream) = socket.split();
-    let mut writer = tokio::spawn(write_loop(sink, reg.rx));
+    let mut writer = tokio::spawn(write_loop(sink, reg.rx, reg.queued, reg.kill));
     let reader = read_loop(stream, id, reg.cancel, &app);
     let writer_done = tokio::select! {
         _ = reader => false,
@@ -50,13 +55,36 @@ where
     // what is queued (a close frame, say) and ends by itself; bound the wait
     // so a peer that stopped reading cannot hold the task. (A finished
     // JoinHandle must not be polled again, hence `writer_done`.)
-    if !writer_done && tokio::time::timeout(std::time::Duration::from_secs(5), &mut writer).await.is_err() {
+    if !writer_done && tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
         writer.abort();
     }
     tracing::debug!(client = id, "disconnected");
 }
 
-async fn write_loop<W>(mut sink: W, mut rx: mpsc::UnboundedReceiver<Outbound>)
+/// Drain the client's queue into the socket until the queue closes, or,
+/// if the hub kills the client (slow consumer), drop what is queued and
+/// close at once.
+async fn write_loop<W>(
+    mut sink: W,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+    kill: Arc<Kill>,
+) where
+    W: Sink<WsMessage> + Unpin,
+{
+    let killed = tokio::select! {
+        _ = drain(&mut sink, &mut rx, &queued) => None,
+        reason = kill.killed() => Some(reason),
+    };
+    if let Some((code, reason)) = killed {
+        // Best effort: a client that stopped reading may never see it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(WsMessage::close_with(code, reason))).await;
+        return;
+    }
+    let _ = sink.close().await;
+}
+
+async fn drain<W>(sink: &mut W, rx: &mut mpsc::UnboundedReceiver<Outbound>, queued: &AtomicUsize)
 where
     W: Sink<WsMessage> + Unpin,
 {
@@ -66,7 +94,10 @@ where
         let mut next = Some(first);
         while let Some(out) = next {
             let frame = match out {
-                Outbound::Binary(bytes) => WsMessage::binary(bytes),
+                Outbound::Binary(bytes) => {
+                    queued.fetch_sub(bytes.len(), Ordering::SeqCst);
+                    WsMessage::binary(bytes)
+                }
                 Outbound::Close(code, reason) => {
                     let _ = sink.send(WsMessage::close_with(code, reason)).await;
                     return;
@@ -81,14 +112,30 @@ where
             return;
         }
     }
-    let _ = sink.close().await;
 }
 
-async fn read_loop<R>(mut stream: R, id: ClientId, cancel: crate::cancel::Cancel, app: &App)
+/// What the reader keeps about one client.
+struct ReaderState {
+    id: ClientId,
+    cancel: Cancel,
+    /// `limits.maxInFlightPerClient` permits.
+    slots: Arc<Semaphore>,
+    rate: RateLimit,
+    bad_in_a_row: u32,
+}
+
+async fn read_loop<R>(mut stream: R, id: ClientId, cancel: Cancel, app: &App)
 where
     R: Stream<Item = Result<WsMessage, warp::Error>> + Unpin,
 {
-    let mut bad_in_a_row = 0u32;
+    let limits = &app.settings.limits;
+    let mut state = ReaderState {
+        id,
+        cancel,
+        slots: Arc::new(Semaphore::new(limits.max_in_flight_per_client)),
+        rate: RateLimit::new(limits.messages_per_second, Instant::now()),
+        bad_in_a_row: 0,
+    };
     while let Some(item) = stream.next().await {
         let msg = match item {
             Ok(msg) => msg,
@@ -100,28 +147,50 @@ where
                 return;
             }
         };
+        if msg.is_close() {
+            return;
+        }
+        if !(msg.is_binary() || msg.is_text()) {
+            continue; // ping and pong: the WebSocket layer answers pings itself
+        }
+        match state.rate.check(Instant::now()) {
+            Rate::Allowed => {}
+            Rate::Refused => {
+                let text = format!(
+                    "rate limited: more than {} messages per second (limits.messagesPerSecond); this one was dropped",
+                    limits.messages_per_second
+                );
+                let context = json!({"limit": "limits.messagesPerSecond", "value": limits.messages_per_second});
+                let event = if msg.is_binary() { peek_event(msg.as_bytes()) } else { "" };
+                app.hub.send_to(id, error_bytes(event, "rate_limited", &text, context));
+                continue;
+            }
+            Rate::Flooding => {
+                tracing::info!(client = id, "closing: kept sending over limits.messagesPerSecond");
+                app.hub.close(id, CLOSE_POLICY, "rate limit exceeded");
+                return;
+            }
+        }
         let ok = if msg.is_binary() {
-            handle_frame(msg.into_bytes(), id, &cancel, app)
-        } else if msg.is_text() {
+            handle_frame(msg.into_bytes(), &state, app).await
+        } else {
             let text = "text frames are not part of the protocol: send binary frames (see the README's wire format)";
             app.hub.send_to(id, error_bytes("", "text_frame", text, json!({})));
             false
-        } else if msg.is_close() {
-            return;
-        } else {
-            true // ping and pong: the WebSocket layer answers pings itself
         };
-        bad_in_a_row = if ok { 0 } else { bad_in_a_row + 1 };
-        if bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
-            tracing::info!(client = id, "closing: {bad_in_a_row} malformed frames in a row");
+        state.bad_in_a_row = if ok { 0 } else { state.bad_in_a_row + 1 };
+        if state.bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
+            tracing::info!(client = id, "closing: {} malformed frames in a row", state.bad_in_a_row);
             app.hub.close(id, CLOSE_POLICY, "too many malformed frames");
             return;
         }
     }
 }
 
-/// Check one binary frame and dispatch it. False when it was malformed.
-fn handle_frame(frame: Bytes, id: ClientId, cancel: &crate::cancel::Cancel, app: &App) -> bool {
+/// Check one binary frame and dispatch it (waiting for an in-flight slot).
+/// False when it was malformed.
+async fn handle_frame(frame: Bytes, state: &ReaderState, app: &App) -> bool {
+    let id = state.id;
     if app.is_draining() {
         let text = "the server is shutting down and takes no new messages";
         app.hub.send_to(id, error_bytes(peek_event(&frame), "shutting_down", text, json!({})));
@@ -137,12 +206,61 @@ fn handle_frame(frame: Bytes, id: ClientId, cancel: &crate::cancel::Cancel, app:
     }
     match protocol::decode(&frame) {
         Ok(msg) => {
-            app.plugs.dispatch(id, cancel.clone(), msg, frame);
+            app.plugs.dispatch(id, state.cancel.clone(), msg, frame, &state.slots).await;
             true
         }
         Err(err) => {
             app.hub.send_to(id, error_bytes(peek_event(&frame), err.code(), &malformed(&err), json!({})));
             false
+        }
+    }
+}
+
+/// The verdict on one incoming message.
+#[derive(Debug, PartialEq, Eq)]
+enum Rate {
+    Allowed,
+    /// Over the rate: answer `rate_limited` and drop it.
+    Refused,
+    /// Over the rate for more than a second's worth of messages: close.
+    Flooding,
+}
+
+/// A token bucket holding up to one second of messages, plus a leaky count
+/// of refused ones, so a burst is fine, a client slightly over the rate
+/// loses the excess, and one that keeps flooding is cut off.
+struct RateLimit {
+    /// Messages per second; 0 = unlimited.
+    rate: f64,
+    tokens: f64,
+    /// Refused messages, draining at `rate` per second.
+    excess: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u32, now: Instant) -> RateLimit {
+        let rate = per_second as f64;
+        RateLimit { rate, tokens: rate, excess: 0.0, last: now }
+    }
+
+    fn check(&mut self, now: Instant) -> Rate {
+        if self.rate == 0.0 {
+            return Rate::Allowed;
+        }
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.excess = (self.excess - elapsed * self.rate).max(0.0);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Rate::Allowed;
+        }
+        self.excess += 1.0;
+        if self.excess > self.rate.max(10.0) {
+            Rate::Flooding
+        } else {
+            Rate::Refused
         }
     }
 }
@@ -164,4 +282,44 @@ fn malformed(err: &ProtocolError) -> String {
 fn peek_event(frame: &[u8]) -> &str {
     let len = *frame.get(5).unwrap_or(&0) as usize;
     frame.get(6..6 + len).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_one_second_passes_then_excess_is_refused_then_flooding_closes() {
+        let t0 = Instant::now();
+        let mut rate = RateLimit::new(20, t0);
+        for _ in 0..20 {
+            assert_eq!(rate.check(t0), Rate::Allowed);
+        }
+        for _ in 0..20 {
+            assert_eq!(rate.check(t0), Rate::Refused);
+        }
+        assert_eq!(rate.check(t0), Rate::Flooding);
+    }
+
+    #[test]
+    fn tokens_come_back_with_time() {
+        let t0 = Instant::now();
+        let mut rate = RateLimit::new(10, t0);
+        for _ in 0..10 {
+            rate.check(t0);
+        }
+        assert_eq!(rate.check(t0), Rate::Refused);
+        let later = t0 + Duration::from_millis(500);
+        for _ in 0..5 {
+            assert_eq!(rate.check(later), Rate::Allowed);
+        }
+        assert_eq!(rate.check(later), Rate::Refused);
+    }
+
+    #[test]
+    fn zero_means_unlimited() {
+        let t0 = Instant::now();
+        let mut rate = RateLimit::new(0, t0);
+        assert!((0..10_000).all(|_| rate.check(t0) == Rate::Allowed));
+    }
 }

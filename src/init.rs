@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rhai::{Array, Dynamic, Engine, FnPtr, Scope, AST};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Scope, AST};
 
 use crate::cancel::Cancel;
 use crate::hub::{ClientId, Hub};
@@ -95,9 +95,27 @@ pub fn run_if_present(path: &Path, plugs: &Plugs, hub: &Hub) -> Result<Option<In
     let handle = ServerHandle { hooks: hooks.clone(), hub: hub.clone() };
     let inv = plugs.hook_invocation(0, "INIT", Cancel::new());
     let _ = invoke::call_function(&engine, &ast, &inv, "INIT", vec![Dynamic::from(handle)])
-        .map_err(|e| fail(format!("INIT failed: {e}")))?;
+        .map_err(|e| fail(init_failure(&e)))?;
     tracing::info!("ran {file}");
     Ok(Some(InitScript { ast: Arc::new(ast), hooks, engine, plugs: plugs.clone() }))
+}
+
+/// The message for an `INIT` that failed. INIT has no client, so a
+/// `yield_msg` in it has nowhere to go and stops the run as if a client had
+/// left; say so instead of Rhai's bare "Script terminated".
+fn init_failure(err: &EvalAltResult) -> String {
+    let mut inner = err;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, next, _) = inner {
+        inner = next;
+    }
+    match inner {
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == "client disconnected" => {
+            "INIT failed: `yield_msg` has no client to answer during INIT (nobody is connected yet); \
+             use `broadcast` or `send_to`, or yield from an `on_connect` callback"
+                .to_owned()
+        }
+        _ => format!("INIT failed: {err}"),
+    }
 }
 
 impl InitScript {

@@ -70,7 +70,6 @@ fn main() -> ExitCode {
     match runtime.block_on(serve(settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err}");
             eprintln!("ssocket: {err}");
             ExitCode::FAILURE
         }

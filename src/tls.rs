@@ -72,6 +72,9 @@ pub fn load(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>, TlsE
             key_file,
             format!("private key (TLS.keyFile) does not match the certificate in {}: {e}", cert_file.display()),
         ),
+        rustls::Error::InvalidCertificate(e) => {
+            fail(cert_file, format!("the first certificate is not valid X.509 (TLS.certFile): {e:?}"))
+        }
         e => fail(cert_file, format!("unusable certificate (TLS.certFile): {e}")),
     })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];

@@ -114,7 +114,16 @@ impl Invocation {
     pub fn yield_reply(&self, value: Dynamic, pos: Position) -> Result<(), Box<EvalAltResult>> {
         let reply = self.reply(value, pos)?;
         let mut base = self.sync_base.lock().unwrap_or_else(|e| e.into_inner());
-        self.router.route(self.client, &reply, &mut base).map_err(|Gone| terminated())
+        self.router.route(self.client, &reply, &mut base, || self.pause()).map_err(|Gone| match self.check_alive() {
+            Err(stopped) => stopped,
+            Ok(()) => terminated(),
+        })
+    }
+
+    /// Wait a moment for a full queue to drain (woken at once if the sender
+    /// disconnects); true when the run must stop instead.
+    fn pause(&self) -> bool {
+        self.cancel.sleep(Duration::from_millis(1)) || self.stop_reason().is_some()
     }
 
     /// `broadcast(reply)`: as a BROADCAST yield, whatever the reply's type.
@@ -124,14 +133,14 @@ impl Invocation {
         if reply.event_type == EventType::MESSAGE {
             reply.event_type = EventType::BROADCAST;
         }
-        Ok(self.router.broadcast(self.client, reply.encode()) as i64)
+        Ok(self.router.broadcast(self.client, reply.encode(), || self.pause()) as i64)
     }
 
     /// `send_to(id, reply)`: false when no such client is connected.
     pub fn send_to(&self, id: i64, value: Dynamic, pos: Position) -> Result<bool, Box<EvalAltResult>> {
         let reply = self.reply(value, pos)?;
         let Ok(id) = u64::try_from(id) else { return Ok(false) };
-        Ok(self.router.to_client(id, reply.encode()).is_ok())
+        Ok(self.router.send_to(id, reply.encode(), || self.pause()))
     }
 
     /// `clients()`: ids of connected clients.

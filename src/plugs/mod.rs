@@ -39,6 +39,8 @@ pub struct Plugs {
     pool: Arc<pool::PlugPool>,
     /// `limits.timeoutMs` for each invocation (None: no limit).
     timeout: Option<std::time::Duration>,
+    /// `limits.maxInFlight`: one permit per running invocation, server-wide.
+    slots: Arc<tokio::sync::Semaphore>,
     /// Invocations started and not yet finished: shutdown waits for it to
     /// reach zero, memory metrics report it.
     in_flight: Arc<AtomicUsize>,
@@ -61,6 +63,7 @@ impl Plugs {
             engine,
             pool,
             timeout,
+            slots: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_in_flight)),
             in_flight: Arc::new(AtomicUsize::new(0)),
             registry,
             router: Router::new(hub, settings.exclude_sender_on_broadcast),
@@ -80,9 +83,14 @@ impl Plugs {
         &self.engine
     }
 
-    /// Run a job on the plug threads.
+    /// Run a job on the plug threads, counted as in flight (so shutdown
+    /// waits for it and memory metrics report it).
     pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
-        self.pool.spawn(job);
+        let in_flight = InFlight::enter(&self.in_flight);
+        self.pool.spawn(move || {
+            job();
+            drop(in_flight);
+        });
     }
 
     /// An invocation context for hook code, with `client` as the sender and
@@ -94,10 +102,20 @@ impl Plugs {
         Arc::new(if client == 0 { inv } else { inv.with_timeout(self.timeout) })
     }
 
-    /// Start the plug for a decoded message from `client`. Returns at once;
-    /// the plug runs on the blocking pool and yields through the router.
-    /// `raw` is the request as received: the base of the first SYNC diff.
-    pub fn dispatch(&self, client: ClientId, cancel: Cancel, msg: Message, raw: Bytes) {
+    /// Start the plug for a decoded message from `client`. Waits for a slot
+    /// in `client_slots` (`limits.maxInFlightPerClient`) and a server-wide
+    /// one (`limits.maxInFlight`), so a busy client's socket stops being
+    /// read instead of piling up threads; then returns, the plug running on
+    /// the plug threads and yielding through the router. `raw` is the
+    /// request as received: the base of the first SYNC diff.
+    pub async fn dispatch(
+        &self,
+        client: ClientId,
+        cancel: Cancel,
+        msg: Message,
+        raw: Bytes,
+        client_slots: &Arc<tokio::sync::Semaphore>,
+    ) {
         let plug = match self.registry.lookup(&msg.event) {
             Lookup::Found(plug) => plug,
             Lookup::NotFound => {
@@ -114,10 +132,12 @@ impl Plugs {
                 .with_timeout(self.timeout),
         );
         let engine = self.engine.clone();
+        let Ok(own) = client_slots.clone().acquire_owned().await else { return };
+        let Ok(global) = self.slots.clone().acquire_owned().await else { return };
         let in_flight = InFlight::enter(&self.in_flight);
         self.pool.spawn(move || {
             invoke::run(&engine, &plug, &inv, &msg);
-            drop(in_flight);
+            drop((in_flight, own, global));
         });
     }
 }

@@ -76,6 +76,13 @@ impl PlugResolver {
         self.lock().retain(|key, cached| key != path && !cached.deps.contains(path));
     }
 
+    /// Cached modules inside the folder `dir` (an import-path prefix such
+    /// as `_lib`), for when that folder is moved away or deleted.
+    pub fn cached_under(&self, dir: &str) -> Vec<String> {
+        let prefix = format!("{dir}/");
+        self.lock().keys().filter(|key| key.starts_with(&prefix)).cloned().collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -112,11 +119,49 @@ impl ModuleResolver for PlugResolver {
             return Ok(hit.module.clone());
         }
         record(std::iter::once(path.to_owned()));
+        // A module is cached only once it has loaded, so an import cycle
+        // (a module reaching itself) would recurse until the stack overflows
+        // and abort the process: refuse it, and overly deep chains, instead.
+        let _loading = Loading::enter(path).map_err(|why| import_error(path, &why, pos))?;
         let (module, deps) = recording(|| self.load(engine, path, pos));
         let module = module?;
         record(deps.iter().cloned());
         self.lock().insert(path.to_owned(), Cached { module: module.clone(), deps });
         Ok(module)
+    }
+}
+
+/// How deeply module imports may nest (module A imports B imports C ...).
+pub const MAX_IMPORT_DEPTH: usize = 16;
+
+thread_local! {
+    /// The modules being loaded on this thread, outermost first.
+    static LOADING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks a module as being loaded on this thread until dropped.
+struct Loading;
+
+impl Loading {
+    fn enter(path: &str) -> Result<Loading, String> {
+        LOADING.with(|l| {
+            let mut l = l.borrow_mut();
+            if let Some(start) = l.iter().position(|p| p == path) {
+                let chain: Vec<&str> = l[start..].iter().map(String::as_str).chain([path]).collect();
+                return Err(format!("is an import cycle: {}", chain.join(" -> ")));
+            }
+            if l.len() >= MAX_IMPORT_DEPTH {
+                return Err(format!("nests modules more than {MAX_IMPORT_DEPTH} deep: {} -> {path}", l.join(" -> ")));
+            }
+            l.push(path.to_owned());
+            Ok(Loading)
+        })
+    }
+}
+
+impl Drop for Loading {
+    fn drop(&mut self) {
+        LOADING.with(|l| l.borrow_mut().pop());
     }
 }
 

@@ -226,8 +226,15 @@ impl Registry {
                 PathKind::Plug(name) if path.is_file() => self.reload(&name, path),
                 PathKind::Plug(name) => self.unload(&name),
                 PathKind::Module(key) => changed_modules.push(key),
-                // A folder that went away (deleted or renamed): drop what was in it.
-                PathKind::Other if !path.exists() => self.unload_under(path),
+                // A folder that went away (deleted or renamed): drop the plugs
+                // in it, and forget the modules in it so nothing compiles
+                // against a module that is no longer there.
+                PathKind::Other if !path.exists() => {
+                    self.unload_under(path);
+                    if let Some(prefix) = relative_key(&self.folder, path) {
+                        changed_modules.extend(self.resolver.cached_under(&prefix));
+                    }
+                }
                 PathKind::Other => {}
             }
         }
@@ -288,8 +295,9 @@ impl Registry {
         }
     }
 
-    /// Recompile every plug that reached one of `keys`, and every plug that
-    /// is broken (it may have failed on a module that now exists).
+    /// Recompile every plug that reached one of `keys`, and every plug whose
+    /// latest version failed (it may have failed on a module that now
+    /// exists; its last good version's imports say nothing about that).
     fn modules_changed(&self, keys: &[String]) {
         for key in keys {
             self.resolver.invalidate(key);
@@ -298,7 +306,9 @@ impl Registry {
             .read()
             .iter()
             .filter_map(|(name, entry)| match entry {
-                Entry::Ready { plug, .. } if keys.iter().any(|k| plug.imports.contains(k)) => {
+                Entry::Ready { plug, last_error }
+                    if last_error.is_some() || keys.iter().any(|k| plug.imports.contains(k)) =>
+                {
                     Some((name.clone(), plug.path.clone()))
                 }
                 Entry::Broken { path, .. } => Some((name.clone(), path.clone())),
@@ -465,6 +475,21 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>, skip: &dyn Fn(&str) -> bool) -> std:
         }
     }
     Ok(())
+}
+
+/// A path below the folder as `/`-joined components, extension kept:
+/// `plugs/_lib` → `_lib`.
+fn relative_key(folder: &Path, path: &Path) -> Option<String> {
+    let parts: Option<Vec<&str>> = path
+        .strip_prefix(folder)
+        .ok()?
+        .components()
+        .map(|c| match c {
+            Component::Normal(s) => s.to_str(),
+            _ => None,
+        })
+        .collect();
+    parts.filter(|p| !p.is_empty()).map(|p| p.join("/"))
 }
 
 /// `plugs/test/sub.rhai` → `test/sub`. None for paths that are not plain

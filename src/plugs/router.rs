@@ -100,30 +100,42 @@ impl Router {
         &self.hub
     }
 
-    /// Deliver one yielded reply from `sender`'s invocation.
-    pub fn route(&self, sender: ClientId, reply: &Reply, sync_base: &mut SyncBase) -> Result<(), Gone> {
-        match reply.event_type {
+    /// Deliver one yielded reply from `sender`'s invocation. Replies to the
+    /// sender wait while its queue is full; `pause` waits a moment and says
+    /// whether to give up.
+    pub fn route(
+        &self,
+        sender: ClientId,
+        reply: &Reply,
+        sync_base: &mut SyncBase,
+        pause: impl FnMut() -> bool,
+    ) -> Result<(), Gone> {
+        let bytes = match reply.event_type {
             EventType::BROADCAST => {
-                self.broadcast(sender, reply.encode());
-                Ok(())
+                self.broadcast(sender, reply.encode(), pause);
+                return Ok(());
             }
             EventType::SYNC => {
                 let full = reply.encode();
                 let patch = sync::diff(sync_base, &full);
                 *sync_base = full;
                 let msg = encode_parts(EventType::SYNC, &reply.event, patch.as_bytes()).map(Bytes::from);
-                self.to_client(
-                    sender,
-                    msg.unwrap_or_else(|e| error_bytes(&reply.event, "script_error", &e.to_string(), json!({}))),
-                )
+                msg.unwrap_or_else(|e| error_bytes(&reply.event, "script_error", &e.to_string(), json!({})))
             }
-            _ => self.to_client(sender, reply.encode()),
-        }
+            _ => reply.encode(),
+        };
+        self.hub.send_waiting(sender, bytes, pause).map_err(|_| Gone)
     }
 
-    /// A broadcast caused by `sender`, under the `excludeSenderOnBroadcast` rule.
-    pub fn broadcast(&self, sender: ClientId, bytes: Bytes) -> usize {
-        self.hub.broadcast(bytes, self.exclude_sender.then_some(sender))
+    /// A broadcast caused by `sender`, under the `excludeSenderOnBroadcast`
+    /// rule, waiting (through `pause`) for readers whose queue is full.
+    pub fn broadcast(&self, sender: ClientId, bytes: Bytes, pause: impl FnMut() -> bool) -> usize {
+        self.hub.broadcast_waiting(bytes, self.exclude_sender.then_some(sender), pause)
+    }
+
+    /// `send_to` from a plug: waits for room, cuts off a reader that is stuck.
+    pub fn send_to(&self, id: ClientId, bytes: Bytes, pause: impl FnMut() -> bool) -> bool {
+        self.hub.send_to_waiting(id, bytes, pause)
     }
 
     pub fn to_client(&self, id: ClientId, bytes: Bytes) -> Result<(), Gone> {
@@ -215,8 +227,8 @@ mod tests {
         let request = Bytes::from_static(b"\0\0\0\x0a\x00\x04sync");
         let mut base = request.clone();
         let r = Reply { event_type: EventType::SYNC, event: "sync".into(), payload: "{\"a\":1}".into() };
-        router.route(client.id, &r, &mut base).unwrap();
-        router.route(client.id, &r, &mut base).unwrap();
+        router.route(client.id, &r, &mut base, || true).unwrap();
+        router.route(client.id, &r, &mut base, || true).unwrap();
         let mut held = request.to_vec();
         for _ in 0..2 {
             let Ok(crate::hub::Outbound::Binary(b)) = client.rx.try_recv() else { panic!("no message") };

@@ -4,12 +4,13 @@
 //! editors' atomic saves (write a temp file, rename over), renames, deletes
 //! and new folders alike without tracking event kinds.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{new_debouncer, DebounceEventResult, Debouncer};
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventHandler, EventKind, RecommendedWatcher, RecursiveMode, WatcherKind};
+use notify_debouncer_mini::{new_debouncer_opt, Config, DebounceEventResult, Debouncer};
 
 use crate::plugs::registry::Registry;
 
@@ -19,7 +20,49 @@ pub const DEBOUNCE: Duration = Duration::from_millis(25);
 
 /// Keeps the watch alive; dropping it stops live reload.
 pub struct Watcher {
-    _debouncer: Debouncer<RecommendedWatcher>,
+    _debouncer: Debouncer<ChangesOnly>,
+}
+
+/// The platform watcher minus events that only report a read (inotify's
+/// open and close-without-write). The debouncer forgets event kinds, and
+/// reloading a plug reads its file (and rescanning a folder opens it): left
+/// in, every reload would trigger the next one, forever.
+pub struct ChangesOnly(RecommendedWatcher);
+
+/// Whether an event can mean that something on disk changed.
+pub fn is_change(event: &Event) -> bool {
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
+impl notify::Watcher for ChangesOnly {
+    fn new<F: EventHandler>(mut handler: F, config: notify::Config) -> notify::Result<Self> {
+        let filter = move |event: notify::Result<Event>| {
+            if event.as_ref().map_or(true, is_change) {
+                handler.handle_event(event);
+            }
+        };
+        RecommendedWatcher::new(filter, config).map(ChangesOnly)
+    }
+
+    fn watch(&mut self, path: &Path, recursive_mode: RecursiveMode) -> notify::Result<()> {
+        self.0.watch(path, recursive_mode)
+    }
+
+    fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
+        self.0.unwatch(path)
+    }
+
+    fn configure(&mut self, option: notify::Config) -> notify::Result<bool> {
+        self.0.configure(option)
+    }
+
+    fn kind() -> WatcherKind {
+        RecommendedWatcher::kind()
+    }
 }
 
 /// Start watching the registry's folder.
@@ -47,7 +90,7 @@ pub fn watch(registry: Arc<Registry>) -> notify::Result<Watcher> {
             registry.rescan();
         }
     };
-    let mut debouncer = new_debouncer(DEBOUNCE, handler)?;
+    let mut debouncer = new_debouncer_opt::<_, ChangesOnly>(Config::default().with_timeout(DEBOUNCE), handler)?;
     debouncer.watcher().watch(&watch_path, RecursiveMode::Recursive)?;
     Ok(Watcher { _debouncer: debouncer })
 }

@@ -21,6 +21,8 @@ pub enum SyncError {
     BadShape,
     #[error("patch would make the message length negative")]
     NegativeLength,
+    #[error("patch would make the message longer than the 4294967295 bytes the format can carry")]
+    TooLong,
     #[error("run at {start} with {len} bytes does not fit in {size} bytes")]
     RunOutOfBounds { start: usize, len: usize, size: usize },
 }
@@ -93,10 +95,17 @@ impl Patch {
         Ok(Patch { size_delta, runs })
     }
 
-    /// Turn `old` into the new message.
+    /// Turn `old` into the new message. The size is checked before anything
+    /// is allocated: a message is at most `u32::MAX` bytes (its length field),
+    /// so a patch asking for more is refused rather than allocated (fuzzing
+    /// found `[[8888888888]]` aborting on allocation, and `[[i64::MAX]]`
+    /// overflowing the addition).
     pub fn apply(&self, old: &[u8]) -> Result<Vec<u8>, SyncError> {
-        let size = old.len() as i64 + self.size_delta;
+        let size = (old.len() as i64).checked_add(self.size_delta).ok_or(SyncError::TooLong)?;
         let size = usize::try_from(size).map_err(|_| SyncError::NegativeLength)?;
+        if size > u32::MAX as usize {
+            return Err(SyncError::TooLong);
+        }
         let mut out = old[..old.len().min(size)].to_vec();
         out.resize(size, 0);
         for (start, run) in &self.runs {
@@ -158,6 +167,18 @@ mod tests {
         assert!(matches!(apply(b"ab", &format!("[[0],[{},1]]", u64::MAX / 2)), Err(SyncError::RunOutOfBounds { .. })));
     }
 
+    /// Regressions found by `cargo fuzz run sync_apply` (fuzz/README.md): a
+    /// size the format cannot carry was allocated (abort), and a size delta
+    /// near i64::MAX overflowed the addition (panic with overflow checks).
+    #[test]
+    fn sizes_past_the_format_are_refused_without_allocating() {
+        assert_eq!(apply(b"ab", "[[8888888888]]"), Err(SyncError::TooLong));
+        assert_eq!(apply(b"a", &format!("[[{}]]", i64::MAX)), Err(SyncError::TooLong));
+        assert_eq!(apply(b"", &format!("[[{}]]", i64::MAX)), Err(SyncError::TooLong));
+        assert_eq!(apply(b"", &format!("[[{}]]", u32::MAX as i64 + 1)), Err(SyncError::TooLong));
+        assert_eq!(apply(b"ab", &format!("[[{}]]", i64::MIN)), Err(SyncError::NegativeLength));
+    }
+
     proptest! {
         #[test]
         fn apply_inverts_diff(old in prop::collection::vec(any::<u8>(), 0..400),
@@ -181,6 +202,17 @@ mod tests {
         #[test]
         fn apply_never_panics(old in prop::collection::vec(any::<u8>(), 0..50), text in ".{0,80}") {
             let _ = apply(&old, &text);
+        }
+
+        #[test]
+        fn apply_never_panics_on_any_size_delta(old in prop::collection::vec(any::<u8>(), 0..50),
+                                                delta in prop_oneof![any::<i64>(), (u32::MAX as i64 - 60)..(u32::MAX as i64 + 60)]) {
+            // Sizes up to u32::MAX are valid (and allocated), so only ask for
+            // the ones that must be refused.
+            let size = (old.len() as i128) + delta as i128;
+            prop_assume!(size < 0 || size > u32::MAX as i128);
+            let patch = format!("[[{}]]", delta);
+            prop_assert!(apply(&old, &patch).is_err());
         }
     }
 }

@@ -1,0 +1,70 @@
+//! Percentile summaries of measured durations.
+
+use std::fmt;
+use std::time::Duration;
+
+pub struct Summary {
+    pub count: usize,
+    pub min: Duration,
+    pub p50: Duration,
+    pub p90: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+impl Summary {
+    /// None when there is nothing to summarise.
+    pub fn of(samples: &[Duration]) -> Option<Summary> {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        let (&min, &max) = (sorted.first()?, sorted.last()?);
+        Some(Summary {
+            count: sorted.len(),
+            min,
+            p50: percentile(&sorted, 50.0),
+            p90: percentile(&sorted, 90.0),
+            p99: percentile(&sorted, 99.0),
+            max,
+        })
+    }
+}
+
+/// Nearest-rank percentile of sorted, non-empty samples.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "n={} min {} p50 {} p90 {} p99 {} max {}",
+            self.count,
+            ms(self.min),
+            ms(self.p50),
+            ms(self.p90),
+            ms(self.p99),
+            ms(self.max)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        let s = Summary::of(&samples).unwrap();
+        assert_eq!((s.p50, s.p90, s.p99, s.max), (samples[49], samples[89], samples[98], samples[99]));
+        assert!(Summary::of(&[]).is_none());
+        let one = Summary::of(&[Duration::from_millis(7)]).unwrap();
+        assert_eq!((one.p50, one.p99), (Duration::from_millis(7), Duration::from_millis(7)));
+    }
+}

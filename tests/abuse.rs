@@ -1,0 +1,202 @@
+//! Issue 5 points 2–6: in-flight bounds, slow consumers, rate limits,
+//! maxConnections and abrupt disconnects. Each test uses a real server and
+//! real sockets.
+
+mod common;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use ssocket::protocol::EventType;
+
+const LONG: (&str, &str) = ("long.rhai", "fn f(msg, yield_msg) { sleep(msg.payload.ms); yield_msg(#{payload: msg.payload.i}); }");
+const ECHO: (&str, &str) = ("echo.rhai", "fn f(msg, yield_msg) { yield_msg(#{payload: msg.payload}) }");
+
+/// Highest `in_flight()` seen while `until` is not done.
+async fn peak_in_flight(server: &TestServer, wait: Duration) -> usize {
+    let mut peak = 0;
+    let end = Instant::now() + wait;
+    while Instant::now() < end {
+        peak = peak.max(server.running.app.plugs.in_flight());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    peak
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_runs_at_most_max_in_flight_per_client() {
+    let server = start_with_plugs(&[LONG, ECHO], |s| s.limits.max_in_flight_per_client = 2).await;
+    let mut c = server.ready_client().await;
+    for i in 0..6 {
+        c.send("long", json!({"ms": 300, "i": i})).await;
+    }
+    let peak = peak_in_flight(&server, Duration::from_millis(500)).await;
+    assert_eq!(peak, 2, "in flight at once");
+    let mut got: Vec<i64> = Vec::new();
+    for _ in 0..6 {
+        got.push(c.recv().await.payload.as_i64().unwrap());
+    }
+    got.sort();
+    assert_eq!(got, (0..6).collect::<Vec<_>>(), "every message ran, none was dropped");
+    // Another client is not held up by the first one's backlog.
+    let mut other = server.ready_client().await;
+    for i in 0..6 {
+        c.send("long", json!({"ms": 300, "i": i})).await;
+    }
+    let start = Instant::now();
+    assert_eq!(other.request("echo", json!(1)).await.payload, json!(1));
+    assert!(start.elapsed() < Duration::from_millis(250), "{:?}", start.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_server_runs_at_most_max_in_flight() {
+    let server = start_with_plugs(&[LONG], |s| {
+        s.limits.max_in_flight = 3;
+        s.limits.max_in_flight_per_client = 8;
+    })
+    .await;
+    let mut a = server.ready_client().await;
+    let mut b = server.ready_client().await;
+    for i in 0..4 {
+        a.send("long", json!({"ms": 300, "i": i})).await;
+        b.send("long", json!({"ms": 300, "i": i})).await;
+    }
+    assert_eq!(peak_in_flight(&server, Duration::from_millis(500)).await, 3);
+    for _ in 0..4 {
+        a.recv().await;
+        b.recv().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_cut_off_and_the_healthy_one_gets_everything() {
+    // 1,000 broadcasts of 200 KB = 200 MB to each receiver.
+    let flood = (
+        "flood.rhai",
+        r#"fn f(msg, yield_msg) { let s = ""; s.pad(200000, "x"); for i in 0..1000 { broadcast(#{payload: [i, s]}); } yield_msg(#{payload: "done"}); }"#,
+    );
+    let server = start_with_plugs(&[flood], |s| {
+        s.limits.outbound_queue_bytes = 4 * 1024 * 1024;
+        s.limits.timeout_ms = 120_000;
+    })
+    .await;
+    let slow = server.ready_client().await; // never read from again
+    let mut healthy = server.ready_client().await;
+    let mut trigger = server.ready_client().await;
+    let rss_before = ssocket::metrics::rss_bytes().unwrap_or(0);
+    trigger.send("flood", json!({})).await;
+    let mut peak_rss = rss_before;
+    for i in 0..1000 {
+        let r = healthy.recv().await;
+        assert_eq!((r.event_type, &r.payload[0]), (EventType::BROADCAST, &json!(i)));
+        if i % 50 == 0 {
+            peak_rss = peak_rss.max(ssocket::metrics::rss_bytes().unwrap_or(0));
+        }
+    }
+    assert_eq!(trigger.recv().await.payload, json!("done"));
+    peak_rss = peak_rss.max(ssocket::metrics::rss_bytes().unwrap_or(0));
+    assert!(peak_rss < 300 * 1024 * 1024, "peak RSS {} MiB", peak_rss / 1048576);
+    assert!(server.wait_connected(2, Duration::from_secs(5)).await, "the slow client was disconnected");
+    drop(slow);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_answering_its_own_slow_client_waits_instead_of_buffering() {
+    let stream = (
+        "stream.rhai",
+        r#"fn f(msg, yield_msg) { let s = ""; s.pad(100000, "x"); for i in 0..300 { yield_msg(#{payload: [i, s]}); } }"#,
+    );
+    let server = start_with_plugs(&[stream], |s| s.limits.outbound_queue_bytes = 1024 * 1024).await;
+    let mut c = server.ready_client().await;
+    c.send("stream", json!({})).await;
+    // Read slowly at first: the plug must wait, not drop the client.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.connected(), 1, "a slow sender is not cut off by its own replies");
+    for i in 0..300 {
+        assert_eq!(c.recv().await.payload[0], json!(i));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_messages_are_refused_and_a_flood_is_closed() {
+    let server = start_with_plugs(&[ECHO], |s| s.limits.messages_per_second = 20).await;
+    let mut c = server.ready_client().await; // one message used
+    for i in 0..25 {
+        c.send("echo", json!(i)).await;
+    }
+    let (mut echoed, mut limited) = (0, 0);
+    for _ in 0..25 {
+        let r = c.recv().await;
+        match r.event_type {
+            EventType::MESSAGE => echoed += 1,
+            EventType::ERROR => {
+                assert_eq!(r.payload["error"], json!("rate_limited"));
+                assert_eq!(r.payload["limit"], json!("limits.messagesPerSecond"));
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(echoed >= 18 && echoed <= 20 && limited >= 5, "{echoed} echoed, {limited} limited");
+    // After a pause, messages pass again.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(c.request("echo", json!("again")).await.payload, json!("again"));
+    // A sustained flood is closed with 1008.
+    for i in 0..200 {
+        if !c.try_send_raw(ssocket::protocol::encode_parts(EventType::MESSAGE, "echo", i.to_string().as_bytes()).unwrap()).await {
+            break;
+        }
+    }
+    loop {
+        match c.next().await {
+            Received::Closed(code) => {
+                assert_eq!(code, Some(1008));
+                break;
+            }
+            Received::Reply(_) => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_beyond_max_connections_get_503() {
+    let server = start_with_plugs(&[ECHO], |s| s.max_connections = 2).await;
+    let _a = server.ready_client().await;
+    let _b = server.ready_client().await;
+    let err = tokio_tungstenite::connect_async(server.url()).await.expect_err("third connection refused");
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => assert_eq!(resp.status().as_u16(), 503),
+        other => panic!("expected HTTP 503, got {other:?}"),
+    }
+    drop(_a);
+    assert!(server.wait_connected(1, Duration::from_secs(5)).await);
+    let mut c = server.ready_client().await;
+    assert_eq!(c.request("echo", json!(1)).await.payload, json!(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_vanishing_mid_stream_leave_nothing_running() {
+    let firehose = ("firehose.rhai", "fn f(msg, yield_msg) { for i in 0..100000 { yield_msg(#{payload: i}); } }");
+    let server = start_with_plugs(&[firehose, ECHO], |s| s.limits.max_in_flight = 512).await;
+    let rss_before = ssocket::metrics::rss_bytes().unwrap_or(0);
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        let mut c = server.client().await;
+        c.send("firehose", json!({})).await;
+        clients.push(c);
+    }
+    for c in clients.iter_mut() {
+        c.recv().await; // each plug is streaming
+    }
+    drop(clients); // vanish without a close handshake
+    assert!(server.wait_connected(0, Duration::from_secs(10)).await, "the hub forgot them");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.running.app.plugs.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.running.app.plugs.in_flight(), 0, "every plug stopped");
+    let mut c = server.ready_client().await;
+    assert_eq!(c.request("echo", json!("still here")).await.payload, json!("still here"));
+    let rss_after = ssocket::metrics::rss_bytes().unwrap_or(0);
+    assert!(rss_after < rss_before + 64 * 1024 * 1024, "RSS {} → {} MiB", rss_before >> 20, rss_after >> 20);
+}
