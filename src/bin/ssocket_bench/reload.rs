@@ -41,6 +41,10 @@ pub struct Args {
     /// Give up on one save after this many milliseconds.
     #[arg(long, default_value_t = 5000)]
     timeout_ms: u64,
+    /// Pause between polling requests; 0 sends them back to back (start the
+    /// server with `--limits.messagesPerSecond 0` for that).
+    #[arg(long, default_value_t = 0)]
+    poll_interval_ms: u64,
     /// Leave bench_reload.rhai in the plugs folder afterwards.
     #[arg(long)]
     keep: bool,
@@ -63,7 +67,7 @@ fn save(folder: &Path, atomic: bool, version: u32) -> Result<()> {
 }
 
 /// Request the event until it answers `version`; the number of requests sent.
-async fn wait_for(client: &mut Client, version: u32, timeout: Duration, since: Instant) -> Result<u64> {
+async fn wait_for(client: &mut Client, version: u32, timeout: Duration, poll: Duration, since: Instant) -> Result<u64> {
     let want = version.to_string();
     let mut requests = 0;
     loop {
@@ -75,12 +79,21 @@ async fn wait_for(client: &mut Client, version: u32, timeout: Duration, since: I
         if reply.event_type == EventType::MESSAGE && reply.payload == want {
             return Ok(requests);
         }
+        if reply.event_type == EventType::ERROR && reply.payload.contains("rate_limited") {
+            bail!(
+                "the server rate-limits this client: start it with `--limits.messagesPerSecond 0`, \
+                 or poll more slowly with --poll-interval-ms"
+            );
+        }
         if since.elapsed() > timeout {
             bail!(
                 "version {version} was not served within {timeout:?}; the last answer was type {} payload {}",
                 reply.event_type.0,
                 reply.payload
             );
+        }
+        if !poll.is_zero() {
+            tokio::time::sleep(poll).await;
         }
     }
 }
@@ -93,11 +106,12 @@ pub async fn run(args: Args) -> Result<()> {
         bail!("--edits must be at least 1");
     }
     let timeout = Duration::from_millis(args.timeout_ms);
+    let poll = Duration::from_millis(args.poll_interval_ms);
     let mut client = Client::connect(&args.url).await?;
 
     // Version 0 first, so every measured save replaces a served version.
     save(&args.plugs_folder, args.atomic, 0)?;
-    wait_for(&mut client, 0, timeout.max(Duration::from_secs(10)), Instant::now())
+    wait_for(&mut client, 0, timeout.max(Duration::from_secs(10)), poll, Instant::now())
         .await
         .context("the server never served the benchmark plug: is it watching this plugs folder?")?;
 
@@ -106,7 +120,7 @@ pub async fn run(args: Args) -> Result<()> {
     for version in 1..=args.edits {
         let start = Instant::now();
         save(&args.plugs_folder, args.atomic, version)?;
-        requests += wait_for(&mut client, version, timeout, start).await?;
+        requests += wait_for(&mut client, version, timeout, poll, start).await?;
         samples.push(start.elapsed());
     }
     client.close().await;
