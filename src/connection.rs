@@ -14,7 +14,9 @@ use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
-use warp::ws::Message as WsMessage;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::cancel::Cancel;
 use crate::hub::{ClientId, Kill, Outbound};
@@ -36,21 +38,30 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Serve one upgraded WebSocket until either side ends.
 pub async fn serve<S>(socket: S, app: App)
 where
-    S: Stream<Item = Result<WsMessage, warp::Error>> + Sink<WsMessage> + Send + 'static,
+    S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage> + Send + 'static,
 {
     let reg = app.hub.register();
     let id = reg.id;
     tracing::debug!(client = id, "connected");
     app.connected(id, reg.cancel.clone());
-    let (sink, stream) = socket.split();
+    let (sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(sink, reg.rx, reg.queued, reg.kill));
-    let reader = read_loop(stream, id, reg.cancel, &app);
-    let writer_done = tokio::select! {
-        _ = reader => false,
-        _ = &mut writer => true,
+    let (writer_done, closing) = tokio::select! {
+        end = read_loop(&mut stream, id, reg.cancel, &app) => (false, end == ReadEnd::Closing),
+        _ = &mut writer => (true, true),
     };
+    // Forget the client first: its plugs stop and shutdown need not wait
+    // for the rest of the goodbye.
     app.hub.remove(id);
     app.disconnected(id);
+    if closing {
+        // A close frame went (or is going) out: read on, discarding, until
+        // the client's close reply, as the closing handshake asks. Dropping
+        // the socket with unread input makes the kernel reset the
+        // connection, and the client would lose our close frame and code.
+        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, drain).await;
+    }
     // The queue's sender is gone with the hub entry, so the writer flushes
     // what is queued (a close frame, say) and ends by itself; bound the wait
     // so a peer that stopped reading cannot hold the task. (A finished
@@ -78,7 +89,7 @@ async fn write_loop<W>(
     };
     if let Some((code, reason)) = killed {
         // Best effort: a client that stopped reading may never see it.
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(WsMessage::close_with(code, reason))).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_frame(code, reason))).await;
         return;
     }
     let _ = sink.close().await;
@@ -96,10 +107,10 @@ where
             let frame = match out {
                 Outbound::Binary(bytes) => {
                     queued.fetch_sub(bytes.len(), Ordering::SeqCst);
-                    WsMessage::binary(bytes)
+                    WsMessage::Binary(bytes)
                 }
                 Outbound::Close(code, reason) => {
-                    let _ = sink.send(WsMessage::close_with(code, reason)).await;
+                    let _ = sink.send(close_frame(code, reason)).await;
                     return;
                 }
             };
@@ -114,6 +125,18 @@ where
     }
 }
 
+/// How long to wait for a client's reply to our close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// Why the reader stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadEnd {
+    /// The client closed, vanished or broke the protocol.
+    Gone,
+    /// We asked the client to close (a close frame is queued).
+    Closing,
+}
+
 /// What the reader keeps about one client.
 struct ReaderState {
     id: ClientId,
@@ -124,9 +147,9 @@ struct ReaderState {
     bad_in_a_row: u32,
 }
 
-async fn read_loop<R>(mut stream: R, id: ClientId, cancel: Cancel, app: &App)
+async fn read_loop<R>(stream: &mut R, id: ClientId, cancel: Cancel, app: &App) -> ReadEnd
 where
-    R: Stream<Item = Result<WsMessage, warp::Error>> + Unpin,
+    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     let limits = &app.settings.limits;
     let mut state = ReaderState {
@@ -143,15 +166,16 @@ where
                 tracing::debug!(client = id, "read error: {err}");
                 if is_too_big(&err) {
                     app.hub.close(id, CLOSE_TOO_BIG, "message too big (see payloadLimit)");
+                    return ReadEnd::Closing;
                 }
-                return;
+                return ReadEnd::Gone;
             }
         };
         if msg.is_close() {
-            return;
+            return ReadEnd::Gone;
         }
         if !(msg.is_binary() || msg.is_text()) {
-            continue; // ping and pong: the WebSocket layer answers pings itself
+            continue; // ping, pong: the WebSocket layer answers pings itself
         }
         match state.rate.check(Instant::now()) {
             Rate::Allowed => {}
@@ -161,18 +185,21 @@ where
                     limits.messages_per_second
                 );
                 let context = json!({"limit": "limits.messagesPerSecond", "value": limits.messages_per_second});
-                let event = if msg.is_binary() { peek_event(msg.as_bytes()) } else { "" };
+                let event = match &msg {
+                    WsMessage::Binary(frame) => peek_event(frame),
+                    _ => "",
+                };
                 app.hub.send_to(id, error_bytes(event, "rate_limited", &text, context));
                 continue;
             }
             Rate::Flooding => {
                 tracing::info!(client = id, "closing: kept sending over limits.messagesPerSecond");
                 app.hub.close(id, CLOSE_POLICY, "rate limit exceeded");
-                return;
+                return ReadEnd::Closing;
             }
         }
-        let ok = if msg.is_binary() {
-            handle_frame(msg.into_bytes(), &state, app).await
+        let ok = if let WsMessage::Binary(frame) = msg {
+            handle_frame(frame, &state, app).await
         } else {
             let text = "text frames are not part of the protocol: send binary frames (see the README's wire format)";
             app.hub.send_to(id, error_bytes("", "text_frame", text, json!({})));
@@ -182,9 +209,10 @@ where
         if state.bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
             tracing::info!(client = id, "closing: {} malformed frames in a row", state.bad_in_a_row);
             app.hub.close(id, CLOSE_POLICY, "too many malformed frames");
-            return;
+            return ReadEnd::Closing;
         }
     }
+    ReadEnd::Gone
 }
 
 /// Check one binary frame and dispatch it (waiting for an in-flight slot).
@@ -266,11 +294,13 @@ impl RateLimit {
 }
 
 /// Whether a read failed because the frame or message is larger than the
-/// WebSocket layer accepts. warp's error type is opaque, so this reads the
-/// text of tungstenite's `Error::Capacity` ("Space limit exceeded: ...").
-fn is_too_big(err: &warp::Error) -> bool {
-    let text = err.to_string();
-    text.starts_with("Space limit exceeded") || text.contains("Message too long")
+/// WebSocket layer accepts.
+fn is_too_big(err: &WsError) -> bool {
+    matches!(err, WsError::Capacity(_))
+}
+
+fn close_frame(code: u16, reason: &'static str) -> WsMessage {
+    WsMessage::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
 }
 
 fn malformed(err: &ProtocolError) -> String {

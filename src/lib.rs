@@ -18,6 +18,7 @@
 //! - [`logs`]: console logging and the in-memory ring of recent entries.
 //! - [`metrics`]: the periodic memory/connections report.
 //! - [`connection`]: one client's socket: reader loop and writer task.
+//! - [`upgrade`]: the WebSocket handshake, with socket buffers sized by us.
 //! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.
 //! - [`server`]: warp routes, the listener, start-up and shutdown.
 //! - [`tls`]: `secure = true`: PEM certificate loading and the wss:// accept
@@ -38,3 +39,4 @@ pub mod protocol;
 pub mod server;
 pub mod tls;
 pub mod tools;
+pub mod upgrade;

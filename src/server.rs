@@ -149,27 +149,7 @@ fn failed_note(n: usize) -> String {
 
 /// The WebSocket endpoint at `/`, then the plain HTTP routes of [`crate::http`].
 pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
-    websocket(app.clone()).or(crate::http::routes(app))
-}
-
-fn websocket(app: App) -> impl Filter<Extract = (Box<dyn warp::Reply>,), Error = warp::Rejection> + Clone {
-    // The WebSocket layer refuses (close 1009) only messages far above the
-    // limit; those in between reach us and get a clear ERROR reply.
-    let ws_limit = app.settings.payload_limit.saturating_mul(2).max(app.settings.payload_limit + 64 * 1024);
-    warp::path::end().and(warp::ws()).map(move |ws: warp::ws::Ws| -> Box<dyn warp::Reply> {
-        let max = app.settings.max_connections;
-        if max > 0 && app.hub.len() >= max {
-            tracing::warn!("refused a connection: maxConnections ({max}) reached");
-            let body = format!("server full: maxConnections ({max}) reached; try again later\n");
-            return Box::new(warp::reply::with_status(body, warp::http::StatusCode::SERVICE_UNAVAILABLE));
-        }
-        let app = app.clone();
-        Box::new(
-            ws.max_message_size(ws_limit)
-                .max_frame_size(ws_limit)
-                .on_upgrade(move |socket| crate::connection::serve(socket, app)),
-        )
-    })
+    crate::upgrade::route(app.clone()).or(crate::http::routes(app))
 }
 
 /// Serve on `listener` until `shutdown` resolves; then stop accepting, let

@@ -9,7 +9,8 @@ use common::*;
 use serde_json::json;
 use ssocket::protocol::EventType;
 
-const LONG: (&str, &str) = ("long.rhai", "fn f(msg, yield_msg) { sleep(msg.payload.ms); yield_msg(#{payload: msg.payload.i}); }");
+const LONG: (&str, &str) =
+    ("long.rhai", "fn f(msg, yield_msg) { sleep(msg.payload.ms); yield_msg(#{payload: msg.payload.i}); }");
 const ECHO: (&str, &str) = ("echo.rhai", "fn f(msg, yield_msg) { yield_msg(#{payload: msg.payload}) }");
 
 /// Highest `in_flight()` seen while `until` is not done.
@@ -137,13 +138,18 @@ async fn excess_messages_are_refused_and_a_flood_is_closed() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(echoed >= 18 && echoed <= 20 && limited >= 5, "{echoed} echoed, {limited} limited");
+    assert!((18..=20).contains(&echoed) && limited >= 5, "{echoed} echoed, {limited} limited");
     // After a pause, messages pass again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(c.request("echo", json!("again")).await.payload, json!("again"));
     // A sustained flood is closed with 1008.
     for i in 0..200 {
-        if !c.try_send_raw(ssocket::protocol::encode_parts(EventType::MESSAGE, "echo", i.to_string().as_bytes()).unwrap()).await {
+        if !c
+            .try_send_raw(
+                ssocket::protocol::encode_parts(EventType::MESSAGE, "echo", i.to_string().as_bytes()).unwrap(),
+            )
+            .await
+        {
             break;
         }
     }
@@ -189,8 +195,9 @@ async fn clients_vanishing_mid_stream_leave_nothing_running() {
         c.recv().await; // each plug is streaming
     }
     drop(clients); // vanish without a close handshake
-    assert!(server.wait_connected(0, Duration::from_secs(10)).await, "the hub forgot them");
-    let deadline = Instant::now() + Duration::from_secs(10);
+                   // Generous deadlines: on 2 cores this may share the CPU with the 200 MB test.
+    assert!(server.wait_connected(0, Duration::from_secs(30)).await, "the hub forgot them");
+    let deadline = Instant::now() + Duration::from_secs(30);
     while server.running.app.plugs.in_flight() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -360,6 +360,16 @@ impl Registry {
                 return Err(PlugError::Shape { plug: name.to_owned(), file, line, column, function, params });
             }
         }
+        // A plug with nothing to run would leave every request unanswered.
+        // It is also what an in-place save looks like when it is read between
+        // the truncation and the write (an empty file): as an error, the last
+        // good version keeps serving until the write's own event reloads it.
+        if handlers.is_empty() {
+            let message = "has no handler: a plug needs a public function with two parameters, \
+                           fn NAME(msg, yield_msg)"
+                .to_owned();
+            return Err(PlugError::Compile { plug: name.to_owned(), file, line: 1, column: 1, message });
+        }
         handlers.sort();
         handlers.dedup();
         Ok(Plug {

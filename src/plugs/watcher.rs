@@ -40,10 +40,15 @@ pub fn is_change(event: &Event) -> bool {
 
 impl notify::Watcher for ChangesOnly {
     fn new<F: EventHandler>(mut handler: F, config: notify::Config) -> notify::Result<Self> {
-        let filter = move |event: notify::Result<Event>| {
-            if event.as_ref().map_or(true, is_change) {
-                handler.handle_event(event);
+        let filter = move |event: notify::Result<Event>| match event {
+            // The kernel's queue overflowed: events were lost. The debouncer
+            // keeps only paths, and this event has none, so pass it on as an
+            // error, on which the registry rescans the folder.
+            Ok(event) if event.need_rescan() => {
+                handler.handle_event(Err(notify::Error::generic("the file watcher lost events")))
             }
+            Ok(event) if !is_change(&event) => {}
+            other => handler.handle_event(other),
         };
         RecommendedWatcher::new(filter, config).map(ChangesOnly)
     }
