@@ -46,7 +46,13 @@ pub fn build(resolver: Arc<PlugResolver>, limits: &Limits) -> Engine {
     engine.set_max_map_size(limits.max_map_size);
     // Plugs get no way to run code from strings.
     engine.disable_symbol("eval");
-    engine.on_progress(|ops| if ops % CANCEL_CHECK_EVERY == 0 { invoke::current_stop_reason() } else { None });
+    engine.on_progress(|ops| {
+        if ops % CANCEL_CHECK_EVERY == 0 {
+            invoke::current_stop_reason().or_else(compile_stop_reason)
+        } else {
+            None
+        }
+    });
     engine.on_print(|text| {
         let (plug, client) = invoke::current_label();
         tracing::info!(target: "ssocket::plug", plug, client, "{text}");
@@ -59,6 +65,28 @@ pub fn build(resolver: Arc<PlugResolver>, limits: &Limits) -> Engine {
     register_host_api(&mut engine);
     crate::init::register(&mut engine);
     engine
+}
+
+thread_local! {
+    /// When a compile on this thread must give up: a module's top-level
+    /// code runs while plugs that import it compile, and must not hang the
+    /// watcher (or start-up) with an endless loop.
+    static COMPILE_DEADLINE: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+fn compile_stop_reason() -> Option<Dynamic> {
+    let deadline = COMPILE_DEADLINE.with(|d| d.get())?;
+    (std::time::Instant::now() >= deadline).then(|| Dynamic::from("compile timeout"))
+}
+
+/// Run `f` (a compile) with a deadline of `timeout` from now for script
+/// code it runs (modules' top-level statements).
+pub fn with_compile_deadline<T>(timeout: Option<Duration>, f: impl FnOnce() -> T) -> T {
+    let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+    let previous = COMPILE_DEADLINE.with(|d| d.replace(deadline));
+    let out = f();
+    COMPILE_DEADLINE.with(|d| d.set(previous));
+    out
 }
 
 /// Lets the engine own a resolver that the registry also holds.

@@ -102,6 +102,20 @@ impl Plugs {
         Arc::new(if client == 0 { inv } else { inv.with_timeout(self.timeout) })
     }
 
+    /// Find the plug for `event`. A plug not compiled yet (`preloadPlugs =
+    /// false`) compiles on the plug threads, not on an async worker.
+    async fn lookup(&self, event: &str) -> Lookup {
+        if !self.registry.is_pending(event) {
+            return self.registry.lookup(event);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (registry, name) = (self.registry.clone(), event.to_owned());
+        self.pool.spawn(move || {
+            let _ = tx.send(registry.lookup(&name));
+        });
+        rx.await.unwrap_or(Lookup::NotFound)
+    }
+
     /// Start the plug for a decoded message from `client`. Waits for a slot
     /// in `client_slots` (`limits.maxInFlightPerClient`) and a server-wide
     /// one (`limits.maxInFlight`), so a busy client's socket stops being
@@ -116,7 +130,7 @@ impl Plugs {
         raw: Bytes,
         client_slots: &Arc<tokio::sync::Semaphore>,
     ) {
-        let plug = match self.registry.lookup(&msg.event) {
+        let plug = match self.lookup(&msg.event).await {
             Lookup::Found(plug) => plug,
             Lookup::NotFound => {
                 self.router.not_found(client, &msg.event);

@@ -19,6 +19,7 @@ use rhai::{Engine, EvalAltResult, FnAccess, Scope, AST};
 use serde_json::json;
 
 use crate::config::Settings;
+use crate::plugs::engine;
 use crate::plugs::modules::{self, Deps, PlugResolver};
 
 /// A compiled plug.
@@ -102,6 +103,8 @@ pub struct Registry {
     folder: PathBuf,
     validate_shape: bool,
     preload: bool,
+    /// `limits.timeoutMs`, applied to module code that runs while compiling.
+    compile_timeout: Option<std::time::Duration>,
     /// Read on every message, written on (re)load: a read-write lock, never
     /// held across an `.await`, a compile or a script run.
     plugs: RwLock<HashMap<String, Entry>>,
@@ -124,6 +127,8 @@ impl Registry {
             folder: settings.plugs_folder.clone(),
             validate_shape: settings.validate_function_shape,
             preload: settings.preload_plugs,
+            compile_timeout: (settings.limits.timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(settings.limits.timeout_ms)),
             plugs: RwLock::new(HashMap::new()),
         }
     }
@@ -171,6 +176,11 @@ impl Registry {
             table.insert(event.to_owned(), entry);
         }
         result
+    }
+
+    /// Whether `event` is a plug found but not compiled yet.
+    pub fn is_pending(&self, event: &str) -> bool {
+        matches!(self.read().get(event), Some(Entry::Pending(_)))
     }
 
     /// Names of known plugs, sorted.
@@ -345,7 +355,11 @@ impl Registry {
             file: file.clone(),
             message: e.to_string(),
         })?;
-        let (ast, imports) = modules::recording(|| self.engine.compile_into_self_contained(&Scope::new(), &source));
+        let (ast, imports) = modules::recording(|| {
+            engine::with_compile_deadline(self.compile_timeout, || {
+                self.engine.compile_into_self_contained(&Scope::new(), &source)
+            })
+        });
         let ast = ast.map_err(|e| compile_error(name, &file, &source, &e))?;
         let mut handlers = Vec::new();
         for f in ast.iter_functions() {
@@ -390,10 +404,11 @@ impl Registry {
             file: file.clone(),
             message: e.to_string(),
         })?;
-        self.engine
-            .compile_into_self_contained(&Scope::new(), &source)
-            .map(|_| ())
-            .map_err(|e| compile_error(key, &file, &source, &e))
+        engine::with_compile_deadline(self.compile_timeout, || {
+            self.engine.compile_into_self_contained(&Scope::new(), &source)
+        })
+        .map(|_| ())
+        .map_err(|e| compile_error(key, &file, &source, &e))
     }
 
     /// What a path below the folder is: plug, module (`_` prefix on the file
