@@ -6,6 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures::SinkExt;
 use serde_json::json;
 use ssocket::protocol::EventType;
 
@@ -206,4 +207,59 @@ async fn clients_vanishing_mid_stream_leave_nothing_running() {
     assert_eq!(c.request("echo", json!("still here")).await.payload, json!("still here"));
     let rss_after = ssocket::metrics::rss_bytes().unwrap_or(0);
     assert!(rss_after < rss_before + 64 * 1024 * 1024, "RSS {} → {} MiB", rss_before >> 20, rss_after >> 20);
+}
+
+/// A tiny deterministic PRNG (xorshift64*), so the storm is repeatable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn bytes(&mut self, max_len: usize) -> Vec<u8> {
+        let len = (self.next() as usize) % (max_len + 1);
+        (0..len).map(|_| self.next() as u8).collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_random_bytes_never_brings_the_server_down() {
+    let server = start_with_plugs(&[ECHO], |s| s.limits.messages_per_second = 0).await;
+    let mut bystander = server.ready_client().await;
+    let mut rng = Rng(0x5eed_1234_abcd_0042);
+    for round in 0..20 {
+        let mut c = server.client().await;
+        for i in 0..60 {
+            let mut frame = rng.bytes(600);
+            // Every other frame gets a truthful length field, so it gets past
+            // the first check and exercises the rest of the decoder.
+            if i % 2 == 0 && frame.len() >= 6 {
+                let len = (frame.len() as u32).to_be_bytes();
+                frame[..4].copy_from_slice(&len);
+            }
+            let sent = if i % 7 == 0 {
+                c.ws.send(tokio_tungstenite::tungstenite::Message::text(String::from_utf8_lossy(&frame).into_owned()))
+                    .await
+                    .is_ok()
+            } else {
+                c.try_send_raw(frame).await
+            };
+            if !sent {
+                break; // closed for garbage (1008): fine, a new client comes next round
+            }
+        }
+        // The storm was read and answered: ERROR replies, or a close for garbage.
+        match c.next().await {
+            Received::Reply(r) => assert_eq!(r.event_type, EventType::ERROR, "{r:?}"),
+            Received::Closed(code) => assert!(code.is_none() || code == Some(1008), "{code:?}"),
+        }
+        // The bystander is never affected, and the server answers new clients.
+        assert_eq!(bystander.request("echo", json!(round)).await.payload, json!(round));
+    }
+    let mut fresh = server.ready_client().await;
+    assert_eq!(fresh.request("echo", json!("alive")).await.payload, json!("alive"));
 }
