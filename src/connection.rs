@@ -143,6 +143,8 @@ struct ReaderState {
     cancel: Cancel,
     /// `limits.maxInFlightPerClient` permits.
     slots: Arc<Semaphore>,
+    /// Where this client's inline plug runs go.
+    runner: crate::plugs::Runner,
     rate: RateLimit,
     bad_in_a_row: u32,
 }
@@ -156,6 +158,7 @@ where
         id,
         cancel,
         slots: Arc::new(Semaphore::new(limits.max_in_flight_per_client)),
+        runner: crate::plugs::Runner::default(),
         rate: RateLimit::new(limits.messages_per_second, Instant::now()),
         bad_in_a_row: 0,
     };
@@ -199,7 +202,7 @@ where
             }
         }
         let ok = if let WsMessage::Binary(frame) = msg {
-            handle_frame(frame, &state, app).await
+            handle_frame(frame, &mut state, app).await
         } else {
             let text = "text frames are not part of the protocol: send binary frames (see the README's wire format)";
             app.hub.send_to(id, error_bytes("", "text_frame", text, json!({})));
@@ -217,7 +220,7 @@ where
 
 /// Check one binary frame and dispatch it (waiting for an in-flight slot).
 /// False when it was malformed.
-async fn handle_frame(frame: Bytes, state: &ReaderState, app: &App) -> bool {
+async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool {
     let id = state.id;
     if app.is_draining() {
         let text = "the server is shutting down and takes no new messages";
@@ -234,7 +237,7 @@ async fn handle_frame(frame: Bytes, state: &ReaderState, app: &App) -> bool {
     }
     match protocol::decode(&frame) {
         Ok(msg) => {
-            app.plugs.dispatch(id, state.cancel.clone(), msg, frame, &state.slots).await;
+            app.plugs.dispatch(id, state.cancel.clone(), msg, frame, &state.slots, &mut state.runner).await;
             true
         }
         Err(err) => {

@@ -18,6 +18,7 @@
 //! - [`logs`]: console logging and the in-memory ring of recent entries.
 //! - [`metrics`]: the periodic memory/connections report.
 //! - [`connection`]: one client's socket: reader loop and writer task.
+//! - [`listener`]: the accept loop (TCP_NODELAY, optional TLS handshake).
 //! - [`upgrade`]: the WebSocket handshake, with socket buffers sized by us.
 //! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.
 //! - [`server`]: warp routes, the listener, start-up and shutdown.
@@ -32,6 +33,7 @@ pub mod connection;
 pub mod http;
 pub mod hub;
 pub mod init;
+pub mod listener;
 pub mod logs;
 pub mod metrics;
 pub mod plugs;

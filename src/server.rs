@@ -157,10 +157,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = wa
 /// shutdown does not cover upgraded WebSockets, so [`App::drain`] does).
 pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) {
     let metrics = app.settings.memory_metrics_on.then(|| tokio::spawn(crate::metrics::run(app.clone())));
-    match app.tls.clone() {
-        Some(tls) => crate::tls::serve(listener, tls, app.clone(), shutdown).await,
-        None => warp::serve(routes(app.clone())).incoming(listener).graceful(shutdown).run().await,
-    }
+    crate::listener::serve(listener, app.tls.clone(), app.clone(), shutdown).await;
     app.drain().await;
     if let Some(task) = metrics {
         task.abort();

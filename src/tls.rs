@@ -1,36 +1,14 @@
 //! TLS (`secure = true`): load the PEM certificate chain and key at
-//! start-up, then accept, handshake and hand each connection to the warp
-//! routes through hyper-util.
-//!
-//! warp 0.4 has no TLS of its own, so this is the loop warp's server runs
-//! internally with a tokio-rustls handshake in front. Each handshake runs in
-//! its own task under [`HANDSHAKE_TIMEOUT`]: a slow or broken client never
-//! holds up accepting, and its failure is logged at debug level only.
+//! start-up. warp 0.4 has no TLS of its own; [`crate::listener`] runs the
+//! handshake (tokio-rustls) in front of the routes.
 
-use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
-
-use crate::server::{routes, App};
-
-/// A client that has not finished its TLS handshake by then is dropped.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long shutdown waits for plain HTTP exchanges in flight (upgraded
-/// WebSockets are closed by the server separately).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A certificate or key that cannot be used, and which file it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,79 +93,4 @@ fn read_key(file: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
         ),
         e => fail(file, format!("not a valid PEM private key (TLS.keyFile): {e}")),
     })
-}
-
-/// Serve the app's routes over TLS on `listener` until `shutdown` resolves.
-/// Then stop accepting and give HTTP exchanges in flight a moment to end;
-/// the caller closes the WebSockets.
-pub async fn serve(
-    listener: TcpListener,
-    config: Arc<ServerConfig>,
-    app: App,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
-    let acceptor = TlsAcceptor::from(config);
-    let filter = routes(app);
-    let graceful = GracefulShutdown::new();
-    // Dropped on shutdown: handshakes still running give up at once.
-    let (stopping, stopped) = tokio::sync::watch::channel(());
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    if !is_connection_error(&err) {
-                        // Probably out of file descriptors: wait for some to free up.
-                        tracing::error!("accept error: {err}");
-                        tokio::select! {
-                            () = &mut shutdown => break,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let svc = TowerToHyperService::new(warp::service(filter.clone()));
-        let watcher = graceful.watcher();
-        let mut stop = stopped.clone();
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-            let tls = tokio::select! {
-                done = handshake => match done {
-                    Ok(Ok(tls)) => tls,
-                    Ok(Err(err)) => {
-                        tracing::debug!("TLS handshake with {peer} failed: {err}");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake with {peer} timed out");
-                        return;
-                    }
-                },
-                _ = stop.changed() => return,
-            };
-            let builder = Builder::new(TokioExecutor::new()).http1_only();
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            if let Err(err) = watcher.watch(conn).await {
-                tracing::debug!("connection from {peer} ended with an error: {err}");
-            }
-        });
-    }
-    drop(listener);
-    drop(stopping);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
-        tracing::debug!("some TLS connections were still open after {DRAIN_TIMEOUT:?}");
-    }
-}
-
-/// Errors from `accept` that concern one connection, not the listener.
-fn is_connection_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    )
 }

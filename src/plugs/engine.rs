@@ -48,7 +48,7 @@ pub fn build(resolver: Arc<PlugResolver>, limits: &Limits) -> Engine {
     engine.disable_symbol("eval");
     engine.on_progress(|ops| {
         if ops % CANCEL_CHECK_EVERY == 0 {
-            invoke::current_stop_reason().or_else(compile_stop_reason)
+            invoke::current_progress(ops).or_else(compile_stop_reason)
         } else {
             None
         }

@@ -1,7 +1,17 @@
 //! One run of a plug for one message: every public two-parameter function
 //! of the plug is called with `(msg, yield_msg)`, in name order, on the
-//! calling (blocking) thread. Each yield is routed at once, so a plug that
-//! yields in a loop streams to the client as it goes.
+//! calling thread. Each yield is routed at once, so a plug that yields in a
+//! loop streams to the client as it goes.
+//!
+//! Where it runs: most plugs answer in microseconds, and handing each
+//! message to another thread cost more than running the plug (half the
+//! server's CPU went to context switches; BENCHMARKS.md). So a plug runs
+//! *inline*, on the async worker that read the message, until it shows it
+//! is slow: when it sleeps or waits for a slow reader, that wait goes
+//! through `tokio::task::block_in_place` (the worker's other tasks move to
+//! another thread), and when a run passes [`INLINE_BUDGET`] it steps off the
+//! worker the same way. Either marks that plug version slow, and its later
+//! runs go to the plug threads (`plugs::pool`).
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -35,6 +45,23 @@ pub struct Invocation {
     sync_base: Mutex<Bytes>,
     /// When `limits.timeoutMs` runs out (None: no limit).
     deadline: Option<Instant>,
+    /// Set when running inline on an async worker thread.
+    inline: Option<InlineRun>,
+}
+
+/// Script operations an inline run may take before it steps off the async
+/// worker: about a millisecond of work. Counted in operations, not time:
+/// on a busy core a thread can lose milliseconds to preemption, and a
+/// wall-clock budget then demotes plugs that did almost nothing.
+pub const INLINE_BUDGET_OPS: u64 = 100_000;
+
+/// The state of a run on an async worker thread.
+struct InlineRun {
+    plug: Arc<Plug>,
+    /// The operation count at which the next step off the worker is tried
+    /// (a step can fail, if the worker's core comes back before another
+    /// thread takes it).
+    next_escape: std::sync::atomic::AtomicU64,
 }
 
 /// The termination token of a run stopped by `limits.timeoutMs`.
@@ -48,10 +75,16 @@ thread_local! {
     static CURRENT: RefCell<Option<Arc<Invocation>>> = const { RefCell::new(None) };
 }
 
-/// Why the run on this thread must stop now, if it must: its client left,
-/// or its time ran out. Polled by the engine's progress hook.
-pub(crate) fn current_stop_reason() -> Option<Dynamic> {
-    CURRENT.with(|c| c.borrow().as_ref().and_then(|inv| inv.stop_reason()))
+/// Polled by the engine's progress hook with the operation count: steps an
+/// inline run off the async worker past its budget, and says why the run
+/// must stop now, if it must (its client left, or its time ran out).
+pub(crate) fn current_progress(ops: u64) -> Option<Dynamic> {
+    CURRENT.with(|c| {
+        let current = c.borrow();
+        let inv = current.as_ref()?;
+        inv.check_inline_budget(ops);
+        inv.stop_reason()
+    })
 }
 
 pub(crate) fn current_label() -> (String, u64) {
@@ -75,7 +108,41 @@ impl Invocation {
         router: Router,
         raw: Bytes,
     ) -> Invocation {
-        Invocation { client, event, plug, cancel, router, sync_base: Mutex::new(raw), deadline: None }
+        Invocation { client, event, plug, cancel, router, sync_base: Mutex::new(raw), deadline: None, inline: None }
+    }
+
+    /// Run on the current async worker thread (see the module docs).
+    pub fn inline(mut self, plug: Arc<Plug>) -> Invocation {
+        self.inline = Some(InlineRun { plug, next_escape: std::sync::atomic::AtomicU64::new(INLINE_BUDGET_OPS) });
+        self
+    }
+
+    /// Run `wait` (a sleep) without stalling the async runtime if this run
+    /// is inline; the plug is then marked slow.
+    fn blocking<T>(&self, wait: impl FnOnce() -> T) -> T {
+        match &self.inline {
+            Some(run) => {
+                run.plug.slow.store(true, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::block_in_place(wait)
+            }
+            None => wait(),
+        }
+    }
+
+    /// An inline run past its budget (`ops` operations so far) steps off
+    /// the async worker: the worker's core moves to another thread while
+    /// this one pauses briefly, and the script goes on here, outside the
+    /// runtime.
+    fn check_inline_budget(&self, ops: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(run) = &self.inline else { return };
+        if ops < run.next_escape.load(Relaxed) {
+            return;
+        }
+        run.next_escape.store(ops + INLINE_BUDGET_OPS, Relaxed);
+        run.plug.slow.store(true, Relaxed);
+        tracing::debug!(plug = %self.plug, "{ops} operations inline; moving off the async worker");
+        tokio::task::block_in_place(|| std::thread::sleep(Duration::from_micros(200)));
     }
 
     /// Limit the run to `timeout` from now (`limits.timeoutMs`).
@@ -123,7 +190,7 @@ impl Invocation {
     /// Wait a moment for a full queue to drain (woken at once if the sender
     /// disconnects); true when the run must stop instead.
     fn pause(&self) -> bool {
-        self.cancel.sleep(Duration::from_millis(1)) || self.stop_reason().is_some()
+        self.blocking(|| self.cancel.sleep(Duration::from_millis(1))) || self.stop_reason().is_some()
     }
 
     /// `broadcast(reply)`: as a BROADCAST yield, whatever the reply's type.
@@ -157,7 +224,7 @@ impl Invocation {
             Some(left) if left < duration => (left, true),
             _ => (duration, false),
         };
-        if self.cancel.sleep(nap) {
+        if self.blocking(|| self.cancel.sleep(nap)) {
             Err(terminated())
         } else if times_out {
             Err(stop(TIMEOUT))

@@ -129,6 +129,7 @@ impl Plugs {
         msg: Message,
         raw: Bytes,
         client_slots: &Arc<tokio::sync::Semaphore>,
+        runner: &mut Runner,
     ) {
         let plug = match self.lookup(&msg.event).await {
             Lookup::Found(plug) => plug,
@@ -141,19 +142,63 @@ impl Plugs {
                 return;
             }
         };
-        let inv = Arc::new(
-            Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw)
-                .with_timeout(self.timeout),
-        );
-        let engine = self.engine.clone();
+        let inv = Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw)
+            .with_timeout(self.timeout);
         let Ok(own) = client_slots.clone().acquire_owned().await else { return };
         let Ok(global) = self.slots.clone().acquire_owned().await else { return };
         let in_flight = InFlight::enter(&self.in_flight);
+        let engine = self.engine.clone();
+        if can_run_inline() && !plug.slow.load(Ordering::Relaxed) {
+            let inv = Arc::new(inv.inline(plug.clone()));
+            runner.run(Box::new(move || {
+                invoke::run(&engine, &plug, &inv, &msg);
+                drop((in_flight, own, global));
+            }));
+            return;
+        }
+        let inv = Arc::new(inv);
         self.pool.spawn(move || {
             invoke::run(&engine, &plug, &inv, &msg);
             drop((in_flight, own, global));
         });
     }
+}
+
+/// A plug run waiting for a connection's runner.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs one connection's inline plug runs, in the order its messages came,
+/// in a task of its own on the async workers: no thread hand-off per
+/// message, while the connection's reader stays free to notice the client
+/// leaving (and cancel the run) even when a run blocks. Started at the
+/// first message, so idle connections pay nothing.
+#[derive(Default)]
+pub struct Runner {
+    queue: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+}
+
+impl Runner {
+    fn run(&mut self, job: Job) {
+        let queue = self.queue.get_or_insert_with(|| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+            tokio::spawn(async move {
+                while let Some(job) = rx.recv().await {
+                    job();
+                }
+            });
+            tx
+        });
+        if let Err(tokio::sync::mpsc::error::SendError(job)) = queue.send(job) {
+            job(); // the runner is gone only if the runtime is stopping
+        }
+    }
+}
+
+/// Plugs may run inline only on a multi-thread runtime, where
+/// `block_in_place` can move the worker's other tasks away.
+fn can_run_inline() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// Counts one invocation from dispatch until its job ends (even by panic).

@@ -34,6 +34,10 @@ pub struct Plug {
     /// Every module it imports, directly or through other modules.
     pub imports: Deps,
     pub loaded_at: SystemTime,
+    /// Set once a run of this version slept, waited for a slow reader or
+    /// ran past the inline budget: its later runs go to the plug threads
+    /// instead of running inline (see `plugs::invoke`).
+    pub slow: std::sync::atomic::AtomicBool,
 }
 
 /// Why a plug could not be loaded. Shown in the log, and to a client that
@@ -387,6 +391,9 @@ impl Registry {
         handlers.sort();
         handlers.dedup();
         Ok(Plug {
+            // A plug that can sleep starts on the plug threads: a sleep inline
+            // would hold up the other messages of its client meanwhile.
+            slow: std::sync::atomic::AtomicBool::new(source.contains("sleep")),
             name: name.to_owned(),
             path: path.to_path_buf(),
             ast,

@@ -35,6 +35,20 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Percentiles of samples in microseconds (sorts them); zeros when empty.
+pub fn micros_percentiles(samples: &mut [u64], ps: &[f64]) -> Vec<u64> {
+    samples.sort_unstable();
+    ps.iter()
+        .map(|&p| {
+            if samples.is_empty() {
+                return 0;
+            }
+            let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+            samples[rank.clamp(1, samples.len()) - 1]
+        })
+        .collect()
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
