@@ -1,7 +1,7 @@
 //! Plain HTTP on the WebSocket port (a GET that is not an upgrade): the
-//! playground page at `/`, the JS client module at `/ssocket.js`, and a JSON
-//! list of plugs at `/api/plugs`. All three are off when `playground` is
-//! false, for production.
+//! playground page at `/`, the JS client module at `/ssocket.js`, a JSON
+//! list of plugs at `/api/plugs` and counters at `/api/stats`. All are off
+//! when `playground` is false, for production.
 
 use std::time::UNIX_EPOCH;
 
@@ -27,10 +27,26 @@ pub fn routes(app: App) -> BoxedFilter<(Box<dyn Reply>,)> {
         Box::new(warp::reply::with_header(CLIENT_JS, "content-type", "text/javascript; charset=utf-8"))
             as Box<dyn Reply>
     });
+    let plugs_app = app.clone();
     let api = warp::path!("api" / "plugs")
         .and(warp::get())
-        .map(move || Box::new(warp::reply::json(&plugs_json(&app))) as Box<dyn Reply>);
-    page.or(js).unify().or(api).unify().boxed()
+        .map(move || Box::new(warp::reply::json(&plugs_json(&plugs_app))) as Box<dyn Reply>);
+    let stats_app = app.clone();
+    let stats = warp::path!("api" / "stats")
+        .and(warp::get())
+        .map(move || Box::new(warp::reply::json(&stats_json(&stats_app))) as Box<dyn Reply>);
+    page.or(js).unify().or(api).unify().or(stats).unify().boxed()
+}
+
+/// `{connections, inFlight, plugs, rssBytes}`: what the memory metrics log,
+/// for tools (the soak test checks nothing is left running).
+pub fn stats_json(app: &App) -> Value {
+    json!({
+        "connections": app.hub.len(),
+        "inFlight": app.plugs.in_flight(),
+        "plugs": app.plugs.registry().names().len(),
+        "rssBytes": crate::metrics::rss_bytes(),
+    })
 }
 
 /// `[{event, functions, file, loadedAt, error}]`: `loadedAt` in ms since

@@ -122,3 +122,50 @@ async fn connection_errors_fail_clearly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot connect to ws://127.0.0.1:1/"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_scenario_leaves_nothing_running() {
+    let server = server().await;
+    let pid = std::process::id().to_string();
+    let url = server.url();
+    let v = bench(args(&[
+        "soak",
+        "--url",
+        &url,
+        "--server-pid",
+        &pid,
+        "--connections",
+        "40",
+        "--duration-secs",
+        "1",
+        "--count",
+        "5000",
+    ]))
+    .await;
+    assert_eq!(v["scenario"], "soak");
+    assert!(num(&v, "cycles") > 40.0 && num(&v, "replies") > 0.0, "{v}");
+    assert_eq!((num(&v, "errors"), num(&v, "in_flight_after"), num(&v, "connections_after")), (0.0, 0.0, 0.0), "{v}");
+    assert_eq!(server.connected(), 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_stats_reports_connections_and_running_plugs() {
+    let server = server().await;
+    let _c = server.ready_client().await;
+    let addr = server.running.addr;
+    let body = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        write!(tcp, "GET /api/stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        tcp.read_to_string(&mut text).unwrap();
+        text.split("\r\n\r\n").nth(1).unwrap().to_owned()
+    })
+    .await
+    .unwrap();
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["connections"].as_u64(), v["inFlight"].as_u64()), (Some(1), Some(0)), "{v}");
+    assert!(v["plugs"].as_u64().unwrap() >= 6 && v["rssBytes"].as_u64().unwrap() > 0, "{v}");
+    server.stop().await;
+}

@@ -9,6 +9,7 @@
 //! ssocket-bench broadcast --url URL --receivers N --rate R --duration-secs S [--event broadcast] [--payload-bytes B] [--server-pid PID] [--json]
 //! ssocket-bench idle      --url URL --connections C --server-pid PID [--concurrency 200] [--json]
 //! ssocket-bench connect   --url URL --connections C [--concurrency K] [--json]
+//! ssocket-bench soak      --url URL --server-pid PID [--connections 2000] [--duration-secs 60] [--json]
 //! ```
 //!
 //! `--threads N` (any position, default 1) sets the worker threads of the
@@ -34,6 +35,8 @@ mod idle;
 mod reload;
 #[path = "ssocket_bench/report.rs"]
 mod report;
+#[path = "ssocket_bench/soak.rs"]
+mod soak;
 #[path = "ssocket_bench/stats.rs"]
 mod stats;
 #[path = "ssocket_bench/sys.rs"]
@@ -63,6 +66,9 @@ enum Scenario {
     Idle(idle::Args),
     /// Handshake rate and latency: C connect-then-close, K at a time.
     Connect(connect::Args),
+    /// Churn: C clients connect, start a streaming plug, read part of it and
+    /// leave, for a while; then nothing may be left running.
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +96,7 @@ fn main() -> ExitCode {
             Scenario::Broadcast(args) => broadcast::run(args).await,
             Scenario::Idle(args) => idle::run(args).await,
             Scenario::Connect(args) => connect::run(args).await,
+            Scenario::Soak(args) => soak::run(args).await,
         }
     });
     let result = runtime.block_on(scenario).unwrap_or_else(|e| Err(anyhow::anyhow!("the scenario panicked: {e}")));
