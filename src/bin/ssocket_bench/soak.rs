@@ -65,7 +65,7 @@ pub async fn run(args: Args) -> Result<()> {
             while Instant::now() < deadline {
                 seed = xorshift(seed);
                 let read = 1 + seed % 50;
-                let polite = seed % 2 == 0;
+                let polite = seed.is_multiple_of(2);
                 match cycle(&url, &event, count, read, polite).await {
                     Ok(n) => {
                         tally.replies.fetch_add(n, Ordering::Relaxed);
