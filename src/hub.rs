@@ -175,11 +175,7 @@ impl Hub {
     /// `send_to`): a client whose queue is full is disconnected. False when
     /// the message was not queued.
     pub fn send_to(&self, id: ClientId, msg: Bytes) -> bool {
-        let offer = match self.lock().get(&id) {
-            Some(client) => client.offer(&msg, self.shared.queue_limit),
-            None => return false,
-        };
-        match offer {
+        match self.offer(id, &msg) {
             Offer::Queued => true,
             Offer::Gone => false,
             Offer::Full => {
@@ -189,17 +185,20 @@ impl Hub {
         }
     }
 
+    fn offer(&self, id: ClientId, msg: &Bytes) -> Offer {
+        match self.lock().get(&id) {
+            Some(client) => client.offer(msg, self.shared.queue_limit),
+            None => Offer::Gone,
+        }
+    }
+
     /// Queue a message for one client, waiting while its queue is full:
     /// for replies to the client whose message is being handled. `pause`
     /// waits a moment and says whether to stop waiting (the plug's client
     /// left or its time ran out).
     pub fn send_waiting(&self, id: ClientId, msg: Bytes, mut pause: impl FnMut() -> bool) -> Result<(), WaitError> {
         loop {
-            let offer = match self.lock().get(&id) {
-                Some(client) => client.offer(&msg, self.shared.queue_limit),
-                None => return Err(WaitError::Gone),
-            };
-            match offer {
+            match self.offer(id, &msg) {
                 Offer::Queued => return Ok(()),
                 Offer::Gone => return Err(WaitError::Gone),
                 Offer::Full if pause() => return Err(WaitError::Stopped),
@@ -244,11 +243,7 @@ impl Hub {
     /// Queue a message for one client other than the caller's sender,
     /// waiting up to [`SLOW_CLIENT_GRACE`] for room, then cutting it off.
     pub fn send_to_waiting(&self, id: ClientId, msg: Bytes, pause: impl FnMut() -> bool) -> bool {
-        let offer = match self.lock().get(&id) {
-            Some(client) => client.offer(&msg, self.shared.queue_limit),
-            None => return false,
-        };
-        match offer {
+        match self.offer(id, &msg) {
             Offer::Queued => true,
             Offer::Gone => false,
             Offer::Full => self.retry_full(vec![id], &msg, pause) == 1,
