@@ -1,0 +1,396 @@
+#!/usr/bin/env python3
+"""Renders bench-out/results.jsonl (written by bench/run.sh): a markdown
+table, the issue 6 targets with PASS/FAIL, an SVG of echo throughput and p99
+against connection count, and the BENCHMARKS.md section between
+<!-- bench:start --> and <!-- bench:end -->. Standard library only."""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+
+SERVERS = [("ssocket", "ssocket (Rhai plugs)"), ("rust", "plain Rust"), ("node-ws", "Node + ws"), ("bun", "Bun")]
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def load(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass
+    return rows
+
+
+def find(rows, server, label):
+    for r in rows:
+        if r.get("server") == server and r.get("label") == label:
+            return r
+    return None
+
+
+def num(r, key):
+    if r is None or "error" in r:
+        return None
+    v = r.get(key)
+    if v is None and key.endswith("_us"):
+        v = r.get("latency_" + key)  # the generator may name them latency_p99_us
+    return v if isinstance(v, (int, float)) else None
+
+
+def fmt(v, unit="", digits=None):
+    if v is None:
+        return "—"
+    if digits is None:
+        digits = 0 if abs(v) >= 100 else (1 if abs(v) >= 10 else 2)
+    s = f"{v:,.{digits}f}"
+    return f"{s} {unit}".strip()
+
+
+def us(v):
+    if v is None:
+        return "—"
+    if v >= 1_000_000:
+        return f"{v / 1e6:.2f} s"
+    return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} µs"
+
+
+def cell(rows, server, label, key, render):
+    r = find(rows, server, label)
+    if r is None:
+        return "not run"
+    if "error" in r:
+        return "failed"
+    return render(num(r, key))
+
+
+def table(rows):
+    lines = ["| scenario | measure | " + " | ".join(n for _, n in SERVERS) + " |",
+             "|---|---|" + "---|" * len(SERVERS)]
+    spec = [
+        ("echo: 50 conn × 4 in flight, 100 B, 10 s", [
+            ("replies/s", "replies_per_sec", lambda v: fmt(v)),
+            ("p50 / p99 / p99.9", None, None),
+            ("server CPU", "cpu_cores", lambda v: fmt(v, "cores", 2)),
+            ("replies per server core-second", "replies_per_core_second", lambda v: fmt(v)),
+            ("errors", "errors", lambda v: fmt(v, digits=0)),
+        ], "echo"),
+        ("broadcast: 1,000 receivers, 200 msgs/s, 10 s", [
+            ("sent / delivered", None, None),
+            ("lost", "lost", lambda v: fmt(v, digits=0)),
+            ("fan-out p50 / p99", None, None),
+            ("server CPU", "cpu_cores", lambda v: fmt(v, "cores", 2)),
+        ], "broadcast"),
+        ("idle: 10,000 connections", [
+            ("RSS per connection", "per_connection_bytes", lambda v: fmt(v / 1024 if v is not None else None, "KiB", 1)),
+            ("RSS before → after", None, None),
+            ("connections/s", "connections_per_sec", lambda v: fmt(v)),
+        ], "idle"),
+        ("connect: 5,000 handshakes", [
+            ("handshakes/s", "handshakes_per_sec", lambda v: fmt(v)),
+            ("p50 / p99", None, None),
+        ], "connect"),
+    ]
+    for title, measures, label in spec:
+        first = True
+        for name, key, render in measures:
+            cells = []
+            for server, _ in SERVERS:
+                r = find(rows, server, label)
+                if r is None:
+                    cells.append("not run")
+                elif "error" in r:
+                    cells.append("failed")
+                elif key is not None:
+                    cells.append(render(num(r, key)))
+                elif name == "p50 / p99 / p99.9":
+                    cells.append(f"{us(num(r, 'p50_us'))} / {us(num(r, 'p99_us'))} / {us(num(r, 'p999_us'))}")
+                elif name in ("fan-out p50 / p99", "p50 / p99"):
+                    cells.append(f"{us(num(r, 'p50_us'))} / {us(num(r, 'p99_us'))}")
+                elif name == "sent / delivered":
+                    cells.append(f"{fmt(num(r, 'sent'), digits=0)} / {fmt(num(r, 'delivered'), digits=0)}")
+                elif name == "RSS before → after":
+                    b, a = num(r, "rss_before_kib"), num(r, "rss_after_kib")
+                    cells.append(f"{fmt(b / 1024 if b else None, 'MiB', 1)} → {fmt(a / 1024 if a else None, 'MiB', 1)}")
+            lines.append(f"| {title if first else ''} | {name} | " + " | ".join(cells) + " |")
+            first = False
+    return "\n".join(lines)
+
+
+def sweep(rows, server):
+    pts = []
+    for r in rows:
+        if r.get("server") == server and str(r.get("label", "")).startswith("sweep-") and "error" not in r:
+            c = r.get("sweep_connections")
+            if isinstance(c, (int, float)) and num(r, "replies_per_sec") is not None:
+                pts.append((c, num(r, "replies_per_sec"), num(r, "p99_us"), num(r, "cpu_cores"), num(r, "p50_us")))
+    return sorted(pts)
+
+
+def sweep_table(rows):
+    lines = ["| connections (× 4 in flight) | ssocket replies/s | ssocket p50 / p99 | ssocket CPU | plain Rust replies/s | plain Rust p50 / p99 |",
+             "|---|---|---|---|---|---|"]
+    ss = {p[0]: p for p in sweep(rows, "ssocket")}
+    rs = {p[0]: p for p in sweep(rows, "rust")}
+    for c in sorted(set(ss) | set(rs)):
+        a, b = ss.get(c), rs.get(c)
+        lines.append(f"| {c:,} | {fmt(a[1]) if a else '—'} | {us(a[4]) + ' / ' + us(a[2]) if a else '—'} "
+                     f"| {fmt(a[3], 'cores', 2) if a else '—'} "
+                     f"| {fmt(b[1]) if b else '—'} | {us(b[4]) + ' / ' + us(b[2]) if b else '—'} |")
+    return "\n".join(lines) if len(lines) > 2 else "_The sweep did not run._"
+
+
+def targets(rows):
+    out = []
+
+    def verdict(ok):
+        return "n/a (not measured)" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+    ss = num(find(rows, "ssocket", "echo"), "replies_per_core_second")
+    rust = num(find(rows, "rust", "echo"), "replies_per_core_second")
+    node = num(find(rows, "node-ws", "echo"), "replies_per_core_second")
+    ok = None if ss is None or rust is None else ss >= 0.6 * rust
+    out.append(f"| echo replies per server core-second ≥ 0.6 × plain Rust | ssocket {fmt(ss)} vs plain Rust {fmt(rust)}"
+               f" (ratio {fmt(ss / rust if ss and rust else None, '×', 2)}) | {verdict(ok)} |")
+    ok = None if ss is None or node is None else ss >= 2 * node
+    out.append(f"| echo replies per server core-second ≥ 2 × Node + ws | ssocket {fmt(ss)} vs Node + ws {fmt(node)}"
+               f" (ratio {fmt(ss / node if ss and node else None, '×', 2)}) | {verdict(ok)} |")
+    b = find(rows, "ssocket", "broadcast")
+    lost, p99, cpu = num(b, "lost"), num(b, "p99_us"), num(b, "cpu_cores")
+    out.append(f"| broadcast 1,000 receivers at 200 msgs/s: nothing lost | {fmt(lost, digits=0)} lost "
+               f"({fmt(num(b, 'sent'), digits=0)} sent, {fmt(num(b, 'delivered'), digits=0)} delivered)"
+               f" | {verdict(None if lost is None else lost == 0)} |")
+    out.append(f"| broadcast: p99 fan-out ≤ 5 ms | {us(p99)} | {verdict(None if p99 is None else p99 <= 5000)} |")
+    out.append(f"| broadcast: server CPU ≤ 0.75 cores | {fmt(cpu, 'cores', 2)} | {verdict(None if cpu is None else cpu <= 0.75)} |")
+    per = num(find(rows, "ssocket", "idle"), "per_connection_bytes")
+    out.append(f"| 10,000 idle connections ≤ 6 KiB RSS each | {fmt(per / 1024 if per is not None else None, 'KiB', 2)} each"
+               f" | {verdict(None if per is None else per <= 6144)} |")
+    runs = [r["startup_ms"] for r in rows if r.get("label") == "startup" and isinstance(r.get("startup_ms"), (int, float))]
+    ok = None if len(runs) == 0 else max(runs) < 1000
+    out.append(f"| start-up with 1,000 plugs listening in < 1 s | {', '.join(f'{v:.0f} ms' for v in runs) or '—'}"
+               f" ({len(runs)} runs, worst counts) | {verdict(ok)} |")
+    return "| target (issue 6) | measured | result |\n|---|---|---|\n" + "\n".join(out)
+
+
+def svg(rows):
+    series = [("ssocket", "ssocket (Rhai plugs)", "#d9480f"), ("rust", "plain Rust (tokio-tungstenite)", "#1864ab")]
+    data = [(name, color, sweep(rows, key)) for key, name, color in series]
+    data = [d for d in data if d[2]]
+    W, H = 960, 430
+    pw, ph = 360, 270
+    panels = [(80, 70, "Echo throughput (replies/s)", 1, lambda v: f"{v / 1000:g}k" if v else "0"),
+              (560, 70, "Echo p99 latency (ms, log scale)", 2, lambda v: f"{v:g}")]
+    series_rank = {name: i for i, (name, _, _) in enumerate(data)}
+    xs_all = sorted({p[0] for _, _, pts in data for p in pts}) or [10, 100, 1000, 5000]
+    lx0, lx1 = math.log10(min(xs_all)), math.log10(max(xs_all))
+    if lx1 == lx0:
+        lx1 = lx0 + 1
+    o = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+         'font-family="Helvetica, Arial, sans-serif" font-size="13">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{W / 2}" y="26" text-anchor="middle" font-size="17" font-weight="bold">'
+         'Echo vs connection count (4 requests in flight each, 100 B payload; server on 1 core)</text>']
+    for px, py, title, idx, ylab in panels:
+        vals = []
+        for _, _, pts in data:
+            for p in pts:
+                v = p[idx]
+                if v is not None:
+                    vals.append(v / 1000 if idx == 2 else v)
+        top = max(vals) if vals else 1
+        step = 10 ** (math.floor(math.log10(top)) - 1) if top > 0 else 1
+        for m in (1, 2, 2.5, 5, 10, 20, 25, 50, 100):
+            if top / (step * m) <= 6:
+                step *= m
+                break
+        ymax = step * math.ceil(top / step * 1.05) if top > 0 else 1
+        logy = idx == 2  # latency spans 0.1 ms to seconds: log scale
+        if logy:
+            pos = [v for v in vals if v > 0] or [1]
+            lo = 10 ** math.floor(math.log10(min(pos)))
+            hi = 10 ** math.ceil(math.log10(max(pos)))
+            if hi <= lo:
+                hi = lo * 10
+
+        def ypos(v):
+            if logy:
+                v = max(v, lo)
+                return py + ph - (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo)) * ph
+            return py + ph - v / ymax * ph
+        o.append(f'<text x="{px + pw / 2}" y="{py - 14}" text-anchor="middle" font-size="15" font-weight="bold">{title}</text>')
+        o.append(f'<rect x="{px}" y="{py}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+        ticks = []
+        if logy:
+            t = lo
+            while t <= hi * 1.0001:
+                ticks.append(t)
+                t *= 10
+        else:
+            t = 0.0
+            while t <= ymax + 1e-9:
+                ticks.append(t)
+                t += step
+        for t in ticks:
+            y = ypos(t)
+            o.append(f'<line x1="{px}" y1="{y:.1f}" x2="{px + pw}" y2="{y:.1f}" stroke="#ddd"/>')
+            o.append(f'<text x="{px - 6}" y="{y + 4:.1f}" text-anchor="end">{ylab(t)}</text>')
+        for c in xs_all:
+            x = px + (math.log10(c) - lx0) / (lx1 - lx0) * pw
+            o.append(f'<line x1="{x:.1f}" y1="{py}" x2="{x:.1f}" y2="{py + ph}" stroke="#eee"/>')
+            o.append(f'<text x="{x:.1f}" y="{py + ph + 18}" text-anchor="middle">{c:,}</text>')
+        o.append(f'<text x="{px + pw / 2}" y="{py + ph + 40}" text-anchor="middle">connections (log scale)</text>')
+        for name, color, pts in data:
+            coords = []
+            for p in pts:
+                v = p[idx]
+                if v is None:
+                    continue
+                v = v / 1000 if idx == 2 else v
+                x = px + (math.log10(p[0]) - lx0) / (lx1 - lx0) * pw
+                coords.append((x, ypos(v), v))
+            if coords:
+                o.append(f'<polyline fill="none" stroke="{color}" stroke-width="2.5" points="'
+                         + " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in coords) + '"/>')
+                for k, (x, y, v) in enumerate(coords):
+                    label = f"{v / 1000:.0f}k" if idx == 1 else (f"{v:,.0f}" if v >= 100 else f"{v:.3g}")
+                    o.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{color}"/>')
+                    # Labels beside the point, on the line's own side: left of the last point.
+                    anchor, dx = ("end", -7) if k == len(coords) - 1 else ("start", 7)
+                    dy = -8 if series_rank[name] == 0 else 16
+                    o.append(f'<text x="{x + dx:.1f}" y="{y + dy:.1f}" text-anchor="{anchor}" fill="{color}" '
+                             f'font-size="11">{label}</text>')
+    ly = H - 22
+    lx = 240
+    for name, color, _ in data:
+        o.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 28}" y2="{ly}" stroke="{color}" stroke-width="3"/>')
+        o.append(f'<text x="{lx + 34}" y="{ly + 4}">{name}</text>')
+        lx += 280
+    if not data:
+        o.append(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no sweep data</text>')
+    o.append("</svg>")
+    return "\n".join(o) + "\n"
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return "?"
+
+
+def machine():
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ram = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1))
+            ram = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, AttributeError):
+        pass
+    bun = os.environ.get("BENCH_BUN", "")
+    return [
+        f"- {os.cpu_count()} cores (`nproc` = {sh(['nproc'])}), CPU model `{model}` (as /proc/cpuinfo names it), {ram} RAM",
+        f"- Linux {platform.release()}",
+        f"- {sh(['rustc', '--version'])}, release profile; Node {sh(['node', '--version'])} with ws "
+        f"{os.environ.get('BENCH_WS_VERSION', '?')}; Bun {sh([bun, '--version']) if bun else '?'}",
+        f"- ssocket built from commit {os.environ.get('BENCH_GIT', '?')}",
+        "- server pinned to CPU 0 (`taskset -c 0`), `ssocket-bench` to CPU 1 (`taskset -c 1`), over loopback",
+    ]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--benchmarks", required=True)
+    ap.add_argument("--svg", required=True)
+    ap.add_argument("--table", required=True)
+    ap.add_argument("--command", default="bench/run.sh")
+    a = ap.parse_args()
+    rows = load(a.results)
+    with open(a.svg, "w") as f:
+        f.write(svg(rows))
+    failed = sorted({f"{r.get('server')} {r.get('label')}" for r in rows if "error" in r})
+    main_table = table(rows)
+    with open(a.table, "w") as f:
+        f.write(main_table + "\n\n" + sweep_table(rows) + "\n\n" + targets(rows) + "\n")
+    svg_rel = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.benchmarks)))
+    section = [
+        START,
+        "## Comparison with peer servers (issue 6)",
+        "",
+        "Generated by `bench/run.sh` from `bench-out/results.jsonl`; edit the script,",
+        "not this section. Peers answer the same protocol as their users would write",
+        "them: `bench/peers/rust` (tokio + tokio-tungstenite, 4 KiB read buffer; the",
+        "ceiling), `bench/peers/node-ws` (Node + `ws`), `bench/peers/bun` (Bun.serve).",
+        "Each parses the JSON payload and serialises it again, as ssocket does, and",
+        "encodes a broadcast once. ssocket runs the repo's `plugs/` with",
+        "`--limits.messagesPerSecond 0 --maxConnections 0 --logLevel 0`. Every",
+        "scenario gets a freshly started server; CPU is the server process's",
+        "user + system time over the measured interval.",
+        "",
+        "Read with care: the generator has one core too, so where a server is",
+        "faster than the generator (the plain-Rust and Bun echo numbers) the server",
+        "shows less than full CPU and the per-core-second figure is the fairer",
+        "one; fan-out latency is stamped when the generator's receiver task reads",
+        "the message, so it includes the generator's own queueing. Before each",
+        "scenario the script waits (up to 60 s) for the machine to be idle.",
+        "",
+        f"Date: {datetime.date.today().isoformat()}",
+        "",
+        "Machine:",
+        "",
+        *machine(),
+        "",
+        "Command:",
+        "",
+        "```sh",
+        a.command,
+        "```",
+        "",
+        "### Results",
+        "",
+        main_table,
+        "",
+        "### Echo vs connection count",
+        "",
+        f"![echo throughput and p99 vs connections]({svg_rel})",
+        "",
+        sweep_table(rows),
+        "",
+        "### Targets",
+        "",
+        targets(rows),
+        "",
+    ]
+    if failed:
+        section += ["Runs that failed or did not run: " + ", ".join(failed) + " (see bench-out/run.log).", ""]
+    section.append(END)
+    text = "\n".join(section)
+    with open(a.benchmarks) as f:
+        doc = f.read()
+    if START in doc and END in doc:
+        doc = doc[:doc.index(START)] + text + doc[doc.index(END) + len(END):]
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
+    with open(a.benchmarks, "w") as f:
+        f.write(doc)
+
+
+if __name__ == "__main__":
+    main()
