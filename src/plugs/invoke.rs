@@ -70,6 +70,10 @@ const TIMEOUT: &str = "timeout";
 const DISCONNECTED: &str = "client disconnected";
 
 thread_local! {
+    /// The `yield_msg` parameter handed to handlers: a pointer to the global
+    /// `yield_msg` function, built once per thread rather than per call.
+    static YIELD_FN: FnPtr = FnPtr::new("yield_msg").expect("yield_msg is a valid function name");
+
     /// The invocation running on this thread, for engine hooks that get no
     /// call context (`on_progress`, `print`).
     static CURRENT: RefCell<Option<Arc<Invocation>>> = const { RefCell::new(None) };
@@ -253,18 +257,22 @@ pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: &Message) {
     let msg_value = Dynamic::from_map(map);
 
     let _current = CurrentGuard::set(inv.clone());
-    for name in &plug.handlers {
+    let yield_fn = YIELD_FN.with(|f| f.clone());
+    let mut msg_value = Some(msg_value);
+    let last = plug.handlers.len().saturating_sub(1);
+    for (i, name) in plug.handlers.iter().enumerate() {
         if inv.cancel.is_cancelled() {
             return;
         }
-        let yield_fn = FnPtr::new("yield_msg").expect("yield_msg is a valid function name");
+        // The last handler takes the message itself; earlier ones a copy.
+        let msg = if i == last { msg_value.take() } else { msg_value.clone() }.unwrap_or_default();
         let options = CallFnOptions::new().eval_ast(true).rewind_scope(true).with_tag(inv.clone());
         let result = engine.call_fn_with_options::<Dynamic>(
             options,
             &mut Scope::new(),
             &plug.ast,
             name,
-            (msg_value.clone(), yield_fn),
+            (msg, yield_fn.clone()),
         );
         if let Err(err) = result {
             if inv.cancel.is_cancelled() {
