@@ -3,7 +3,8 @@
 # chromium if /usr/bin/chromium is missing, playwright-core from npm, builds
 # the server, then runs test/playground.test.mjs with the Node test runner.
 # Needs: Debian (apt-get; root or sudo to install chromium), the Rust
-# toolchain, Node 20+. Environment: SSOCKET_BIN (use this server binary, no
+# toolchain, Node 20+. (Not SSOCKET_*: the server reads every SSOCKET_*
+# variable as a configuration key and refuses unknown ones.) Environment: TEST_SERVER_BIN (use this server binary, no
 # build), CHROMIUM_PATH (use this browser, no apt-get).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -25,7 +26,7 @@ fi
 echo "run-test: npm install (playwright-core)" >&2
 (cd "$here" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
 
-if [ -z "${SSOCKET_BIN:-}" ]; then
+if [ -z "${TEST_SERVER_BIN:-}" ]; then
   # Always build: the page is compiled into the binary (include_str!).
   (cd "$root" && cargo build --release --quiet)
 fi

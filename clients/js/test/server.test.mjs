@@ -9,16 +9,19 @@ import path from 'node:path';
 import { EventType, SsocketClient } from '../ssocket.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const binary = process.env.SSOCKET_BIN || path.join(repoRoot, 'target/release/ssocket');
+const binary = process.env.TEST_SERVER_BIN || path.join(repoRoot, 'target/release/ssocket');
+// The server reads every SSOCKET_* variable as a configuration key: start it
+// without any from the caller's environment.
+const serverEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SSOCKET_')));
 const plugsFolder = path.join(repoRoot, 'plugs');
 
 /** Start the server on `port` (0: a free one); resolves once it logs "listening on ws://ADDR/". */
 function startServer(port = 0) {
   if (!existsSync(binary)) {
-    return Promise.reject(new Error(`server binary not found at ${binary}: run \`cargo build --release\` in ${repoRoot} first (or set SSOCKET_BIN)`));
+    return Promise.reject(new Error(`server binary not found at ${binary}: run \`cargo build --release\` in ${repoRoot} first (or set TEST_SERVER_BIN)`));
   }
   const args = ['--INSECURE.port', String(port), '--INSECURE.hostname', '127.0.0.1', '--plugsFolder', plugsFolder];
-  const child = spawn(binary, args, { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(binary, args, { cwd: repoRoot, env: serverEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   return new Promise((resolve, reject) => {
     const fail = (err) => { clearTimeout(timer); child.kill('SIGKILL'); reject(err); };

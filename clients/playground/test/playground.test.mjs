@@ -1,5 +1,5 @@
 // Browser test of the playground page: the real server (target/release/ssocket,
-// or $SSOCKET_BIN) on a temp copy of the repo's plugs/, Debian's chromium
+// or $TEST_SERVER_BIN) on a temp copy of the repo's plugs/, Debian's chromium
 // (/usr/bin/chromium, or $CHROMIUM_PATH) driven by playwright-core.
 // Run: clients/playground/run-test.sh, or in clients/playground after
 // `npm install`: npm test (= node --experimental-websocket --test test/).
@@ -15,14 +15,17 @@ import { SsocketClient } from '../../js/ssocket.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '../../..');
-const binary = process.env.SSOCKET_BIN || path.join(repoRoot, 'target/release/ssocket');
+const binary = process.env.TEST_SERVER_BIN || path.join(repoRoot, 'target/release/ssocket');
+// The server reads every SSOCKET_* variable as a configuration key: start it
+// without any from the caller's environment.
+const serverEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SSOCKET_')));
 const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const screenshotPath = path.resolve(here, '../screenshot.png');
 const T = 30_000; // per-test timeout
 
 /** Start the server; resolves with {url, http, port, stop} once it logs "listening on ws://ADDR/". */
 function startServer(args) {
-  const child = spawn(binary, ['--INSECURE.hostname', '127.0.0.1', ...args], { cwd: repoRoot, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(binary, ['--INSECURE.hostname', '127.0.0.1', ...args], { cwd: repoRoot, env: serverEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   return new Promise((resolve, reject) => {
     const fail = (err) => { clearTimeout(timer); child.kill('SIGKILL'); reject(err); };
@@ -59,7 +62,7 @@ const pageErrors = [];
 const others = []; // raw clients to close at the end
 
 before(async () => {
-  assert.ok(existsSync(binary), `server binary not found at ${binary}: run \`cargo build --release\` in ${repoRoot} first (or set SSOCKET_BIN)`);
+  assert.ok(existsSync(binary), `server binary not found at ${binary}: run \`cargo build --release\` in ${repoRoot} first (or set TEST_SERVER_BIN)`);
   assert.ok(existsSync(chromiumPath), `chromium not found at ${chromiumPath}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
   assert.equal(typeof globalThis.WebSocket, 'function', 'no global WebSocket: run Node 20 with --experimental-websocket');
   scratch = mkdtempSync(path.join(tmpdir(), 'ssocket-playground-'));
