@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::cancel::Cancel;
-use crate::hub::{ClientId, Kill, Outbound};
+use crate::hub::{ClientId, Kill, OutQueue, Outbound};
 use crate::plugs::router::error_bytes;
 use crate::protocol::{self, ProtocolError};
 use crate::server::App;
@@ -75,16 +75,12 @@ where
 /// Drain the client's queue into the socket until the queue closes, or,
 /// if the hub kills the client (slow consumer), drop what is queued and
 /// close at once.
-async fn write_loop<W>(
-    mut sink: W,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-    queued: Arc<AtomicUsize>,
-    kill: Arc<Kill>,
-) where
+async fn write_loop<W>(mut sink: W, rx: Arc<OutQueue>, queued: Arc<AtomicUsize>, kill: Arc<Kill>)
+where
     W: Sink<WsMessage> + Unpin,
 {
     let killed = tokio::select! {
-        _ = drain(&mut sink, &mut rx, &queued) => None,
+        _ = drain(&mut sink, &rx, &queued) => None,
         reason = kill.killed() => Some(reason),
     };
     if let Some((code, reason)) = killed {
@@ -95,7 +91,7 @@ async fn write_loop<W>(
     let _ = sink.close().await;
 }
 
-async fn drain<W>(sink: &mut W, rx: &mut mpsc::UnboundedReceiver<Outbound>, queued: &AtomicUsize)
+async fn drain<W>(sink: &mut W, rx: &OutQueue, queued: &AtomicUsize)
 where
     W: Sink<WsMessage> + Unpin,
 {
@@ -117,7 +113,7 @@ where
             if sink.feed(frame).await.is_err() {
                 return;
             }
-            next = rx.try_recv().ok();
+            next = rx.try_recv();
         }
         if sink.flush().await.is_err() {
             return;

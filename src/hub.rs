@@ -9,13 +9,13 @@
 //! off, so it can neither make the server buffer without bound nor hold up
 //! everyone else. Replies to a plug's own sender wait without that cut-off.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 
 use crate::cancel::Cancel;
 
@@ -37,6 +37,73 @@ pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
 pub enum Outbound {
     Binary(Bytes),
     Close(u16, &'static str),
+}
+
+/// A client's outbound queue: a deque behind a mutex, with a `Notify` to
+/// wake the writer. tokio's mpsc allocates a 32-slot block per channel up
+/// front (~1.3 KiB); this costs nothing until used, which matters at tens of
+/// thousands of idle connections (BENCHMARKS.md, idle memory).
+#[derive(Default)]
+pub struct OutQueue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Outbound>,
+    /// Set when the client leaves the hub: the writer drains what is left.
+    closed: bool,
+    /// The writer found the queue empty and is about to wait: only then does
+    /// a push need to wake it (under load it rarely is, and `notify_one` is
+    /// the costly part of a push).
+    waiting: bool,
+}
+
+impl OutQueue {
+    /// Queue `item`; gives it back if the queue is closed.
+    fn push(&self, item: Outbound) -> Result<(), Outbound> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.closed {
+            return Err(item);
+        }
+        state.items.push_back(item);
+        let wake = std::mem::take(&mut state.waiting);
+        drop(state);
+        if wake {
+            // notify_one keeps a permit if the writer has not started
+            // waiting yet, so the wake-up is not lost.
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.notify.notify_one();
+    }
+
+    /// The next item, waiting for one; None once closed and drained.
+    pub async fn recv(&self) -> Option<Outbound> {
+        loop {
+            {
+                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(item) = state.items.pop_front() {
+                    return Some(item);
+                }
+                if state.closed {
+                    return None;
+                }
+                state.waiting = true;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// The next item if one is queued now.
+    pub fn try_recv(&self) -> Option<Outbound> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).items.pop_front()
+    }
 }
 
 /// Tells a connection's writer to give up on its queue and close at once.
@@ -67,12 +134,20 @@ impl Kill {
 /// A connected client as the hub sees it.
 struct Client {
     /// Feeds the connection's writer task.
-    tx: mpsc::UnboundedSender<Outbound>,
+    tx: Arc<OutQueue>,
     /// Bytes in `tx` not yet handed to the socket; the writer subtracts.
     queued: Arc<AtomicUsize>,
     /// Fired when the client goes, so its running plugs stop.
     cancel: Cancel,
     kill: Arc<Kill>,
+}
+
+impl Drop for Client {
+    /// Leaving the hub closes the queue: the writer sends what is queued
+    /// (a close frame, say) and ends.
+    fn drop(&mut self) {
+        self.tx.close();
+    }
 }
 
 /// The outcome of offering a message to one client's queue.
@@ -92,7 +167,7 @@ impl Client {
             self.queued.fetch_sub(len, Ordering::SeqCst);
             return Offer::Full;
         }
-        match self.tx.send(Outbound::Binary(msg.clone())) {
+        match self.tx.push(Outbound::Binary(msg.clone())) {
             Ok(()) => Offer::Queued,
             Err(_) => {
                 self.queued.fetch_sub(len, Ordering::SeqCst);
@@ -121,7 +196,7 @@ struct Shared {
 /// What a newly registered client gets back.
 pub struct Registration {
     pub id: ClientId,
-    pub rx: mpsc::UnboundedReceiver<Outbound>,
+    pub rx: Arc<OutQueue>,
     /// The writer subtracts what it has handed to the socket.
     pub queued: Arc<AtomicUsize>,
     pub cancel: Cancel,
@@ -157,7 +232,8 @@ impl Hub {
     /// Add a client and give it a fresh id and its outbound queue.
     pub fn register(&self) -> Registration {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let tx = Arc::new(OutQueue::default());
+        let rx = tx.clone();
         let (queued, cancel, kill) = (Arc::new(AtomicUsize::new(0)), Cancel::new(), Arc::new(Kill::default()));
         let client = Client { tx, queued: queued.clone(), cancel: cancel.clone(), kill: kill.clone() };
         self.lock().insert(id, client);
@@ -292,7 +368,7 @@ impl Hub {
     /// already queued).
     pub fn close(&self, id: ClientId, code: u16, reason: &'static str) {
         if let Some(client) = self.lock().get(&id) {
-            let _ = client.tx.send(Outbound::Close(code, reason));
+            let _ = client.tx.push(Outbound::Close(code, reason));
         }
     }
 
@@ -322,9 +398,9 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn recv(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> Option<Bytes> {
+    fn recv(rx: &mut Arc<OutQueue>) -> Option<Bytes> {
         match rx.try_recv() {
-            Ok(Outbound::Binary(b)) => Some(b),
+            Some(Outbound::Binary(b)) => Some(b),
             _ => None,
         }
     }
