@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::client::{connect_light, decode_frame, frame, round_trip, Ws};
 use crate::report::{emit, per_sec, positive, r3};
-use crate::stats::micros_percentiles;
+use crate::stats::{micros_percentiles, Errors};
 use crate::sys::{check_fds, unix_micros, CpuMark};
 
 /// How long receivers wait for stragglers after the sender stops.
@@ -83,16 +83,12 @@ struct Tally {
     /// Fan-out latencies, µs.
     latencies: Vec<u64>,
     /// Repeats and unexpected messages.
-    errors: u64,
-    first_error: Option<String>,
+    errors: Errors,
 }
 
 impl Tally {
     fn error(&mut self, what: impl FnOnce() -> String) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(what());
-        }
+        self.errors.add(1, what);
     }
 }
 
@@ -256,11 +252,8 @@ pub async fn run(args: Args) -> Result<()> {
     for task in tasks {
         let t = task.await.context("a receiver task panicked")??;
         delivered += t.received;
-        total.errors += t.errors;
+        total.errors.merge(t.errors);
         total.latencies.extend(t.latencies);
-        if total.first_error.is_none() {
-            total.first_error = t.first_error;
-        }
     }
     let _ = sender.close(None).await;
     let expected = sent * args.receivers as u64;
@@ -270,12 +263,12 @@ pub async fn run(args: Args) -> Result<()> {
     let mut human = format!(
         "broadcast: {} receivers, {} msg/s for {:.1} s: {sent} sent, {delivered} delivered ({rate:.0}/s), \
          {lost} lost, {} errors, fan-out latency p50 {} µs p99 {} µs",
-        args.receivers, args.rate, args.duration_secs, total.errors, p[0], p[1]
+        args.receivers, args.rate, args.duration_secs, total.errors.count, p[0], p[1]
     );
     if let Some(c) = &cpu {
         human += &format!("; server CPU {:.2} cores ({:.2} s)", c.cores, c.seconds);
     }
-    if let Some(e) = &total.first_error {
+    if let Some(e) = &total.errors.first {
         human += &format!("\nfirst error: {e}");
     }
     emit(
@@ -291,7 +284,7 @@ pub async fn run(args: Args) -> Result<()> {
             "delivered": delivered,
             "delivered_per_sec": r3(rate),
             "lost": lost,
-            "errors": total.errors,
+            "errors": total.errors.count,
             "latency_p50_us": p[0],
             "latency_p99_us": p[1],
             "cpu_seconds": cpu.as_ref().map(|c| r3(c.seconds)),

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::client::{connect_light, decode_frame, frame, Ws};
 use crate::report::{emit, per_sec, positive, r3};
-use crate::stats::micros_percentiles;
+use crate::stats::{micros_percentiles, Errors};
 use crate::sys::{check_fds, CpuMark};
 
 /// After the window, how long outstanding requests may take to be answered.
@@ -77,17 +77,12 @@ struct Tally {
     /// Latencies (µs) of those replies.
     latencies: Vec<u64>,
     /// Wrong, unexpected or missing replies, over the whole run.
-    errors: u64,
-    /// The first error, to show the user.
-    first_error: Option<String>,
+    errors: Errors,
 }
 
 impl Tally {
     fn error(&mut self, what: impl FnOnce() -> String) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(what());
-        }
+        self.errors.add(1, what);
     }
 }
 
@@ -152,8 +147,7 @@ async fn drive(mut ws: Ws, event: Arc<str>, payload: Arc<Payload>, depth: u32, w
             Ok(item) => item,
             Err(_) => {
                 let n = outstanding;
-                tally.errors += n;
-                tally.first_error.get_or_insert_with(|| format!("{n} requests got no reply within {DRAIN:?}"));
+                tally.errors.add(n, || format!("{n} requests got no reply within {DRAIN:?}"));
                 break;
             }
         };
@@ -279,11 +273,8 @@ pub async fn run(args: Args) -> Result<()> {
     for task in tasks {
         let t = task.await.context("a connection task panicked")??;
         total.replies += t.replies;
-        total.errors += t.errors;
+        total.errors.merge(t.errors);
         total.latencies.extend(t.latencies);
-        if total.first_error.is_none() {
-            total.first_error = t.first_error;
-        }
     }
     let p = micros_percentiles(&mut total.latencies, &[50.0, 99.0, 99.9]);
     let rate = per_sec(total.replies as f64, args.duration_secs);
@@ -299,7 +290,7 @@ pub async fn run(args: Args) -> Result<()> {
         p[0],
         p[1],
         p[2],
-        total.errors
+        total.errors.count
     );
     if let Some(c) = &cpu {
         human += &format!(
@@ -309,7 +300,7 @@ pub async fn run(args: Args) -> Result<()> {
             per_sec(total.replies as f64, c.seconds)
         );
     }
-    if let Some(e) = &total.first_error {
+    if let Some(e) = &total.errors.first {
         human += &format!("\nfirst error: {e}");
     }
     emit(
@@ -327,7 +318,7 @@ pub async fn run(args: Args) -> Result<()> {
             "latency_p50_us": p[0],
             "latency_p99_us": p[1],
             "latency_p999_us": p[2],
-            "errors": total.errors,
+            "errors": total.errors.count,
             "cpu_seconds": cpu.as_ref().map(|c| r3(c.seconds)),
             "cpu_cores": cpu.as_ref().map(|c| r3(c.cores)),
             "replies_per_core_second": cpu.as_ref().map(|c| r3(per_sec(total.replies as f64, c.seconds))),

@@ -82,3 +82,28 @@ mod tests {
         assert_eq!((one.p50, one.p99), (Duration::from_millis(7), Duration::from_millis(7)));
     }
 }
+
+/// Errors seen during a run: how many, and the first, to show the user.
+#[derive(Default, Debug)]
+pub struct Errors {
+    pub count: u64,
+    pub first: Option<String>,
+}
+
+impl Errors {
+    /// Count `n` errors; `what` describes them if they are the first.
+    pub fn add(&mut self, n: u64, what: impl FnOnce() -> String) {
+        self.count += n;
+        if self.first.is_none() && n > 0 {
+            self.first = Some(what());
+        }
+    }
+
+    /// Fold in another task's errors.
+    pub fn merge(&mut self, other: Errors) {
+        self.count += other.count;
+        if self.first.is_none() {
+            self.first = other.first;
+        }
+    }
+}
