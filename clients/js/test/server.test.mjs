@@ -2,52 +2,19 @@
 // Run from the repo root: node --experimental-websocket --test clients/js/test/
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { EventType, SsocketClient } from '../ssocket.js';
+import { binary, repoRoot, startServer as start } from '../testing/server.mjs';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-const binary = process.env.TEST_SERVER_BIN || path.join(repoRoot, 'target/release/ssocket');
-// The server reads every SSOCKET_* variable as a configuration key: start it
-// without any from the caller's environment.
-const serverEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SSOCKET_')));
 const plugsFolder = path.join(repoRoot, 'plugs');
 
-/** Start the server on `port` (0: a free one); resolves once it logs "listening on ws://ADDR/". */
+/** Start the server on `port` (0: a free one) with the repo's plugs. */
 function startServer(port = 0) {
   if (!existsSync(binary)) {
     return Promise.reject(new Error(`server binary not found at ${binary}: run \`cargo build --release\` in ${repoRoot} first (or set TEST_SERVER_BIN)`));
   }
-  const args = ['--INSECURE.port', String(port), '--INSECURE.hostname', '127.0.0.1', '--plugsFolder', plugsFolder];
-  const child = spawn(binary, args, { cwd: repoRoot, env: serverEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  return new Promise((resolve, reject) => {
-    const fail = (err) => { clearTimeout(timer); child.kill('SIGKILL'); reject(err); };
-    const timer = setTimeout(() => fail(new Error(`server did not start within 10 s; log:\n${log}`)), 10_000);
-    const exited = (code, signal) => fail(new Error(`server exited (code ${code}, signal ${signal}) before listening; log:\n${log}`));
-    child.once('error', fail);
-    child.once('exit', exited);
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (chunk) => {
-      log += chunk;
-      const m = /listening on ws:\/\/(\S+?)\//.exec(log);
-      if (!m || child.listenerCount('exit') === 0) return;
-      clearTimeout(timer);
-      child.off('exit', exited);
-      resolve({
-        url: `ws://${m[1]}/`,
-        port: Number(m[1].split(':').pop()),
-        log: () => log,
-        stop: (signal = 'SIGTERM') => new Promise((done) => {
-          if (child.exitCode !== null || child.signalCode !== null) return done();
-          child.once('exit', () => done());
-          child.kill(signal);
-        }),
-      });
-    });
-  });
+  return start(['--INSECURE.port', String(port), '--plugsFolder', plugsFolder]);
 }
 
 /** Reject after `ms` with a message naming what was awaited. */

@@ -5,57 +5,18 @@
 // `npm install`: npm test (= node --experimental-websocket --test test/).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { cpSync, existsSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { SsocketClient } from '../../js/ssocket.js';
+import { binary, repoRoot, startServer } from '../../js/testing/server.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const repoRoot = path.resolve(here, '../../..');
-const binary = process.env.TEST_SERVER_BIN || path.join(repoRoot, 'target/release/ssocket');
-// The server reads every SSOCKET_* variable as a configuration key: start it
-// without any from the caller's environment.
-const serverEnv = () => Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('SSOCKET_')));
 const chromiumPath = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const screenshotPath = path.resolve(here, '../screenshot.png');
 const T = 30_000; // per-test timeout
-
-/** Start the server; resolves with {url, http, port, stop} once it logs "listening on ws://ADDR/". */
-function startServer(args) {
-  const child = spawn(binary, ['--INSECURE.hostname', '127.0.0.1', ...args], { cwd: repoRoot, env: serverEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
-  let log = '';
-  return new Promise((resolve, reject) => {
-    const fail = (err) => { clearTimeout(timer); child.kill('SIGKILL'); reject(err); };
-    const timer = setTimeout(() => fail(new Error(`server did not start within 10 s; log:\n${log}`)), 10_000);
-    const exited = (code, signal) => fail(new Error(`server exited (code ${code}, signal ${signal}) before listening; log:\n${log}`));
-    child.once('error', fail);
-    child.once('exit', exited);
-    child.stderr.setEncoding('utf8');
-    let listening = false;
-    child.stderr.on('data', (chunk) => {
-      log = (log + chunk).slice(-20_000); // keep the tail only
-      const m = !listening && /listening on ws:\/\/(\S+?)\//.exec(log);
-      if (!m) return;
-      listening = true;
-      clearTimeout(timer);
-      child.off('exit', exited);
-      resolve({
-        url: `ws://${m[1]}/`,
-        http: `http://${m[1]}`,
-        port: Number(m[1].split(':').pop()),
-        log: () => log,
-        stop: () => new Promise((done) => {
-          if (child.exitCode !== null || child.signalCode !== null) return done();
-          child.once('exit', () => done());
-          child.kill('SIGTERM');
-        }),
-      });
-    });
-  });
-}
 
 let server, context, page, plugsDir, scratch;
 const pageErrors = [];
