@@ -206,6 +206,11 @@ for server in $SERVERS; do
     scenario "$server" connect '{}' -- connect --connections 5000
 done
 
+# The machine's floor for the broadcast scenario: the same fan-out as plain
+# TCP writes from one thread pinned to CPU 0, no server at all.
+wait_quiet
+record floor floor '{}' -- floor --receivers 1000 --rate 200 --duration-secs 10 --bytes 117 --sender-cpu 0
+
 # Echo throughput and p99 against connection count: ssocket, and the Rust
 # peer as the reference line.
 for server in ssocket rust; do

@@ -20,8 +20,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
 use crate::cancel::Cancel;
 use crate::hub::{ClientId, Kill, OutQueue, Outbound};
+use crate::plugs::request::Request;
 use crate::plugs::router::error_bytes;
-use crate::protocol::{self, ProtocolError};
+use crate::protocol::ProtocolError;
 use crate::server::App;
 
 /// Close code for a client that keeps sending malformed frames (RFC 6455:
@@ -231,7 +232,7 @@ async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool 
         app.hub.send_to(id, error_bytes(peek_event(&frame), "payload_too_large", &message, context));
         return false;
     }
-    match protocol::decode(&frame) {
+    match Request::read(&frame) {
         Ok(msg) => {
             app.plugs.dispatch(id, state.cancel.clone(), msg, frame, &state.slots, &mut state.runner).await;
             true

@@ -84,6 +84,24 @@ async fn broadcast_scenario() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floor_scenario_measures_plain_tcp_fan_out() {
+    let v = bench(args(&["floor", "--receivers", "5", "--rate", "100", "--duration-secs", "0.5"])).await;
+    assert_eq!(v["scenario"], "floor");
+    assert_eq!((num(&v, "errors"), num(&v, "lost")), (0.0, 0.0), "{v}");
+    assert!(num(&v, "sent") > 0.0, "{v}");
+    assert_eq!(num(&v, "writes"), num(&v, "sent") * 5.0, "{v}");
+    assert_eq!(num(&v, "delivered"), num(&v, "writes"), "{v}");
+    assert!(num(&v, "cpu_seconds") > 0.0 && num(&v, "cpu_us_per_write") > 0.0, "{v}");
+    assert!(num(&v, "latency_p99_us") >= num(&v, "latency_p50_us"), "{v}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ssocket-bench"))
+        .args(["floor", "--bytes", "8"])
+        .output()
+        .expect("ssocket-bench runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--bytes at least 16"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_scenario() {
     let server = server().await;
     let pid = std::process::id().to_string();

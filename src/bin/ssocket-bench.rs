@@ -10,6 +10,7 @@
 //! ssocket-bench idle      --url URL --connections C --server-pid PID [--concurrency 200] [--json]
 //! ssocket-bench connect   --url URL --connections C [--concurrency K] [--json]
 //! ssocket-bench soak      --url URL --server-pid PID [--connections 2000] [--duration-secs 60] [--json]
+//! ssocket-bench floor     [--receivers 1000] [--rate 200] [--duration-secs 10] [--bytes 117] [--sender-cpu 0] [--json]
 //! ```
 //!
 //! `--threads N` (any position, default 1) sets the worker threads of the
@@ -29,6 +30,8 @@ mod client;
 mod connect;
 #[path = "ssocket_bench/echo.rs"]
 mod echo;
+#[path = "ssocket_bench/floor.rs"]
+mod floor;
 #[path = "ssocket_bench/idle.rs"]
 mod idle;
 #[path = "ssocket_bench/reload.rs"]
@@ -69,6 +72,9 @@ enum Scenario {
     /// Churn: C clients connect, start a streaming plug, read part of it and
     /// leave, for a while; then nothing may be left running.
     Soak(soak::Args),
+    /// The machine's floor for a broadcast: the same fan-out as plain TCP
+    /// writes from one pinned thread, no server involved.
+    Floor(floor::Args),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +103,7 @@ fn main() -> ExitCode {
             Scenario::Idle(args) => idle::run(args).await,
             Scenario::Connect(args) => connect::run(args).await,
             Scenario::Soak(args) => soak::run(args).await,
+            Scenario::Floor(args) => floor::run(args).await,
         }
     });
     let result = runtime.block_on(scenario).unwrap_or_else(|e| Err(anyhow::anyhow!("the scenario panicked: {e}")));

@@ -1,12 +1,11 @@
 //! The one Rhai engine every plug runs on, built once at start-up, and the
 //! host API it offers scripts.
 //!
-//! Host functions find the invocation they serve through the call's tag
-//! (an `Arc<Invocation>` set by [`crate::plugs::invoke`]), so a script can
-//! write `yield_msg(x)` as a plain call, `yield_msg.call(x)` on the
-//! parameter, or call it from helpers and closures: all reach the same
-//! invocation. Hooks without a call context (`on_progress`, `print`) use the
-//! thread-local current invocation instead.
+//! Host functions find the invocation they serve as the thread's current
+//! one (set by [`crate::plugs::invoke`] for the length of a run), so a
+//! script can write `yield_msg(x)` as a plain call, `yield_msg.call(x)` on
+//! the parameter, or call it from helpers and closures: all reach the same
+//! invocation. Hooks (`on_progress`, `print`) find it the same way.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,11 +54,11 @@ pub fn build(resolver: Arc<PlugResolver>, limits: &Limits) -> Engine {
     });
     engine.on_print(|text| {
         let (plug, client) = invoke::current_label();
-        tracing::info!(target: "ssocket::plug", plug, client, "{text}");
+        tracing::info!(target: "ssocket::plug", plug = plug.as_str(), client, "{text}");
     });
     engine.on_debug(|text, _source, pos| {
         let (plug, client) = invoke::current_label();
-        tracing::debug!(target: "ssocket::plug", plug, client, line = pos.line(), "{text}");
+        tracing::debug!(target: "ssocket::plug", plug = plug.as_str(), client, line = pos.line(), "{text}");
     });
     engine.register_static_module("EventType", event_type_module().into());
     register_host_api(&mut engine);
@@ -110,7 +109,7 @@ fn event_type_module() -> Module {
 /// The invocation behind a host call, or a clear error when a host
 /// function is called where there is none.
 fn invocation(ctx: &NativeCallContext, name: &str) -> HostResult<Arc<Invocation>> {
-    ctx.tag().and_then(|tag| tag.read_lock::<Arc<Invocation>>().map(|inv| inv.clone())).ok_or_else(|| {
+    invoke::current().ok_or_else(|| {
         runtime_error(format!("`{name}` can only be used while a plug handles a message"), ctx.call_position())
     })
 }

@@ -18,15 +18,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use rhai::{Array, CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Map, Position, Scope};
+use rhai::{Array, CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, ImmutableString, Map, Position, Scope};
 use serde_json::json;
 
 use crate::cancel::Cancel;
 use crate::hub::ClientId;
 use crate::plugs::engine::runtime_error;
 use crate::plugs::registry::Plug;
+use crate::plugs::request::Request;
 use crate::plugs::router::{Gone, Reply, Router};
-use crate::protocol::{EventType, Message};
+use crate::protocol::EventType;
 
 /// The state of one running invocation, shared with host functions through
 /// the call tag.
@@ -34,9 +35,9 @@ pub struct Invocation {
     /// The sender: MESSAGE and SYNC replies go here.
     pub client: ClientId,
     /// The request's event, the default event of replies.
-    pub event: String,
+    pub event: ImmutableString,
     /// The plug's name, for errors and logs.
-    pub plug: String,
+    pub plug: ImmutableString,
     /// Set when the sender disconnects: the plug stops at its next yield,
     /// host call or check of the operation counter.
     pub cancel: Cancel,
@@ -74,9 +75,30 @@ thread_local! {
     /// `yield_msg` function, built once per thread rather than per call.
     static YIELD_FN: FnPtr = FnPtr::new("yield_msg").expect("yield_msg is a valid function name");
 
-    /// The invocation running on this thread, for engine hooks that get no
-    /// call context (`on_progress`, `print`).
+    /// The invocation running on this thread: host functions, closures
+    /// and engine hooks (`on_progress`, `print`) all reach it here.
     static CURRENT: RefCell<Option<Arc<Invocation>>> = const { RefCell::new(None) };
+
+    /// A scope kept for this thread's plug calls: a call rewinds it, and
+    /// its storage is reused instead of allocated per message.
+    static SCOPE: RefCell<Scope<'static>> = RefCell::new(Scope::new());
+}
+
+/// Run `f` with this thread's spare scope (a fresh one if it is in use).
+fn with_scope<T>(f: impl FnOnce(&mut Scope<'static>) -> T) -> T {
+    SCOPE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scope) => {
+            let out = f(&mut scope);
+            scope.clear(); // nothing a run left may outlive it
+            out
+        }
+        Err(_) => f(&mut Scope::new()),
+    })
+}
+
+/// The invocation a host function serves, if one runs on this thread.
+pub(crate) fn current() -> Option<Arc<Invocation>> {
+    CURRENT.with(|c| c.borrow().clone())
 }
 
 /// Polled by the engine's progress hook with the operation count: steps an
@@ -91,7 +113,7 @@ pub(crate) fn current_progress(ops: u64) -> Option<Dynamic> {
     })
 }
 
-pub(crate) fn current_label() -> (String, u64) {
+pub(crate) fn current_label() -> (ImmutableString, u64) {
     CURRENT.with(|c| c.borrow().as_ref().map(|inv| (inv.plug.clone(), inv.client)).unwrap_or_default())
 }
 
@@ -106,8 +128,8 @@ fn stop(token: &str) -> Box<EvalAltResult> {
 impl Invocation {
     pub fn new(
         client: ClientId,
-        event: String,
-        plug: String,
+        event: ImmutableString,
+        plug: ImmutableString,
         cancel: Cancel,
         router: Router,
         raw: Bytes,
@@ -185,7 +207,7 @@ impl Invocation {
     pub fn yield_reply(&self, value: Dynamic, pos: Position) -> Result<(), Box<EvalAltResult>> {
         let reply = self.reply(value, pos)?;
         let mut base = self.sync_base.lock().unwrap_or_else(|e| e.into_inner());
-        self.router.route(self.client, &reply, &mut base, || self.pause()).map_err(|Gone| match self.check_alive() {
+        self.router.route(self.client, reply, &mut base, || self.pause()).map_err(|Gone| match self.check_alive() {
             Err(stopped) => stopped,
             Ok(()) => terminated(),
         })
@@ -199,10 +221,9 @@ impl Invocation {
 
     /// `broadcast(reply)`: as a BROADCAST yield, whatever the reply's type.
     pub fn broadcast(&self, value: Dynamic, pos: Position) -> Result<i64, Box<EvalAltResult>> {
-        let reply = self.reply(value, pos)?;
-        let mut reply = reply;
-        if reply.event_type == EventType::MESSAGE {
-            reply.event_type = EventType::BROADCAST;
+        let mut reply = self.reply(value, pos)?;
+        if reply.event_type() == EventType::MESSAGE {
+            reply.set_event_type(EventType::BROADCAST);
         }
         Ok(self.router.broadcast(self.client, reply.encode(), || self.pause()) as i64)
     }
@@ -240,18 +261,10 @@ impl Invocation {
 
 /// Run every handler of `plug` for `msg`. Failures become an ERROR reply to
 /// the sender; a disconnect just ends the run.
-pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: &Message) {
-    let payload: Dynamic = match serde_json::from_str(&msg.payload) {
-        Ok(v) => v,
-        Err(e) => {
-            let text = format!("payload cannot be read: {e}");
-            inv.router.error(inv.client, &msg.event, json!({"error": "bad_frame", "message": text}));
-            return;
-        }
-    };
+pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: Request) {
     let mut map = Map::new();
-    map.insert("event".into(), msg.event.clone().into());
-    map.insert("payload".into(), payload);
+    map.insert("event".into(), msg.event.into());
+    map.insert("payload".into(), msg.payload);
     map.insert("type".into(), (msg.event_type.0 as i64).into());
     map.insert("client".into(), (inv.client as i64).into());
     let msg_value = Dynamic::from_map(map);
@@ -266,14 +279,12 @@ pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: &Message) {
         }
         // The last handler takes the message itself; earlier ones a copy.
         let msg = if i == last { msg_value.take() } else { msg_value.clone() }.unwrap_or_default();
-        let options = CallFnOptions::new().eval_ast(true).rewind_scope(true).with_tag(inv.clone());
-        let result = engine.call_fn_with_options::<Dynamic>(
-            options,
-            &mut Scope::new(),
-            &plug.ast,
-            name,
-            (msg, yield_fn.clone()),
-        );
+        // Host functions find the invocation through `CURRENT`, not a call
+        // tag: a tag is a boxed value built and dropped per call.
+        let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
+        let result = with_scope(|scope| {
+            engine.call_fn_with_options::<Dynamic>(options, scope, &plug.ast, name, (msg, yield_fn.clone()))
+        });
         if let Err(err) = result {
             if inv.cancel.is_cancelled() {
                 return;
@@ -296,7 +307,7 @@ pub fn call_function(
     args: Vec<Dynamic>,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let _current = CurrentGuard::set(inv.clone());
-    let options = CallFnOptions::new().eval_ast(false).rewind_scope(true).with_tag(inv.clone());
+    let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
     engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, name, args)
 }
 

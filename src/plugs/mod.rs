@@ -3,6 +3,7 @@
 //! - [`engine`]: the one Rhai `Engine`, its limits and the host API plugs
 //!   call (`yield_msg`, `broadcast`, `send_to`, `clients`, `sleep`).
 //! - [`registry`]: which event runs which compiled script.
+//! - [`request`]: a frame read into the values a plug sees, in one pass.
 //! - [`invoke`]: one run of a plug for one message.
 //! - [`pool`]: the threads plugs run on, off the async workers.
 //! - [`router`]: the one place that decides where a reply goes.
@@ -15,6 +16,7 @@ pub mod invoke;
 pub mod modules;
 pub mod pool;
 pub mod registry;
+pub mod request;
 pub mod router;
 pub mod watcher;
 
@@ -27,9 +29,9 @@ use rhai::Engine;
 use crate::cancel::Cancel;
 use crate::config::Settings;
 use crate::hub::{ClientId, Hub};
-use crate::protocol::Message;
 use invoke::Invocation;
 use registry::{Lookup, Registry};
+use request::Request;
 use router::Router;
 
 /// Everything needed to run plugs for messages: cheap to clone.
@@ -98,7 +100,7 @@ impl Plugs {
     /// without a time limit; callbacks run under `limits.timeoutMs`.
     pub fn hook_invocation(&self, client: ClientId, event: &str, cancel: Cancel) -> Arc<Invocation> {
         let router = self.router.clone();
-        let inv = Invocation::new(client, event.to_owned(), "INIT".to_owned(), cancel, router, Bytes::new());
+        let inv = Invocation::new(client, event.into(), "INIT".into(), cancel, router, Bytes::new());
         Arc::new(if client == 0 { inv } else { inv.with_timeout(self.timeout) })
     }
 
@@ -126,7 +128,7 @@ impl Plugs {
         &self,
         client: ClientId,
         cancel: Cancel,
-        msg: Message,
+        msg: Request,
         raw: Bytes,
         client_slots: &Arc<tokio::sync::Semaphore>,
         runner: &mut Runner,
@@ -151,14 +153,14 @@ impl Plugs {
         if can_run_inline() && !plug.slow.load(Ordering::Relaxed) {
             let inv = Arc::new(inv.inline(plug.clone()));
             runner.run(Box::new(move || {
-                invoke::run(&engine, &plug, &inv, &msg);
+                invoke::run(&engine, &plug, &inv, msg);
                 drop((in_flight, own, global));
             }));
             return;
         }
         let inv = Arc::new(inv);
         self.pool.spawn(move || {
-            invoke::run(&engine, &plug, &inv, &msg);
+            invoke::run(&engine, &plug, &inv, msg);
             drop((in_flight, own, global));
         });
     }

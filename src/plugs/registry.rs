@@ -26,7 +26,7 @@ use crate::plugs::modules::{self, Deps, PlugResolver};
 #[derive(Debug)]
 pub struct Plug {
     /// The event it answers, e.g. `test/sub`.
-    pub name: String,
+    pub name: rhai::ImmutableString,
     pub path: PathBuf,
     pub ast: AST,
     /// Public two-parameter functions, run in this (name) order.
@@ -394,7 +394,7 @@ impl Registry {
             // A plug that can sleep starts on the plug threads: a sleep inline
             // would hold up the other messages of its client meanwhile.
             slow: std::sync::atomic::AtomicBool::new(source.contains("sleep")),
-            name: name.to_owned(),
+            name: name.into(),
             path: path.to_path_buf(),
             ast,
             handlers,

@@ -11,14 +11,15 @@ use rhai::{Dynamic, Map};
 use serde_json::json;
 
 use crate::hub::{ClientId, Hub};
-use crate::protocol::{encode_parts, sync, EventType};
+use crate::protocol::{encode_parts, sync, EventType, HEADER_LEN};
 
-/// A reply a plug produced, checked and with its JSON payload rendered.
+/// A reply a plug produced, checked and encoded: the payload's JSON is
+/// written straight into the message (no second buffer, no copy), and a
+/// broadcast shares these bytes with every recipient.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
-    pub event_type: EventType,
-    pub event: String,
-    pub payload: String,
+    /// The whole message in the wire format.
+    frame: Vec<u8>,
 }
 
 /// What is wrong with a value a plug tried to send. The text reaches the
@@ -37,6 +38,8 @@ pub enum ReplyError {
     BadType(String),
     #[error("reply payload cannot be turned into JSON: {0}")]
     NotJson(String),
+    #[error("reply is {0} bytes; a message holds at most 4 GiB")]
+    TooLong(usize),
 }
 
 impl Reply {
@@ -47,10 +50,11 @@ impl Reply {
         let mut map: Map = value.try_cast().ok_or_else(|| ReplyError::NotAMap(type_name.to_owned()))?;
         let payload = map.remove("payload").ok_or(ReplyError::NoPayload)?;
         let event = match map.remove("event") {
-            None => default_event.to_owned(),
-            Some(e) if e.is_string() => e.into_string().unwrap_or_default(),
+            None => None,
+            Some(e) if e.is_string() => Some(e.into_immutable_string().unwrap_or_default()),
             Some(e) => return Err(ReplyError::BadEvent(e.type_name().to_owned())),
         };
+        let event = event.as_deref().unwrap_or(default_event);
         if event.len() > 255 {
             return Err(ReplyError::EventTooLong(event.len()));
         }
@@ -63,18 +67,71 @@ impl Reply {
                 .map(EventType)
                 .ok_or_else(|| ReplyError::BadType(t.to_string()))?,
         };
-        let payload = serde_json::to_string(&payload).map_err(|e| ReplyError::NotJson(e.to_string()))?;
-        Ok(Reply { event_type, event, payload })
+        Reply::new(event_type, event, &payload)
     }
 
-    /// The encoded message. Cannot fail: the event length was checked and
-    /// payloads are far below 4 GiB (the engine limits string sizes).
-    pub fn encode(&self) -> Bytes {
-        encode_parts(self.event_type, &self.event, self.payload.as_bytes())
-            .map(Bytes::from)
-            .unwrap_or_else(|e| error_bytes(&self.event, "script_error", &e.to_string(), json!({})))
+    /// Encode a reply with `payload` rendered as JSON. The JSON is written
+    /// to a reusable per-thread buffer first, so the message gets exactly
+    /// its size: queued replies are bounded by their length
+    /// (`limits.outboundQueueBytes`), and spare capacity would escape that.
+    pub fn new(event_type: EventType, event: &str, payload: &Dynamic) -> Result<Reply, ReplyError> {
+        let event_len = u8::try_from(event.len()).map_err(|_| ReplyError::EventTooLong(event.len()))?;
+        JSON_SCRATCH.with(|cell| {
+            let mut scratch = cell.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+            scratch.clear();
+            let written = serde_json::to_writer(&mut scratch, payload).map_err(|e| ReplyError::NotJson(e.to_string()));
+            let frame = written.and_then(|()| {
+                let total = HEADER_LEN + event.len() + scratch.len();
+                let total32 = u32::try_from(total).map_err(|_| ReplyError::TooLong(total))?;
+                let mut frame = Vec::with_capacity(total);
+                frame.extend_from_slice(&total32.to_be_bytes());
+                frame.extend_from_slice(&[event_type.0, event_len]);
+                frame.extend_from_slice(event.as_bytes());
+                frame.extend_from_slice(&scratch);
+                Ok(Reply { frame })
+            });
+            // Keep the buffer for the next reply unless one huge reply grew it.
+            if scratch.capacity() <= MAX_SCRATCH {
+                if let Ok(mut slot) = cell.try_borrow_mut() {
+                    *slot = scratch;
+                }
+            }
+            frame
+        })
+    }
+
+    pub fn event_type(&self) -> EventType {
+        EventType(self.frame[4])
+    }
+
+    pub fn set_event_type(&mut self, event_type: EventType) {
+        self.frame[4] = event_type.0;
+    }
+
+    pub fn event(&self) -> &str {
+        let end = HEADER_LEN + self.frame[5] as usize;
+        std::str::from_utf8(&self.frame[HEADER_LEN..end]).unwrap_or_default()
+    }
+
+    /// The payload's JSON text.
+    pub fn payload(&self) -> &str {
+        let start = HEADER_LEN + self.frame[5] as usize;
+        std::str::from_utf8(&self.frame[start..]).unwrap_or_default()
+    }
+
+    /// The encoded message.
+    pub fn encode(self) -> Bytes {
+        Bytes::from(self.frame)
     }
 }
+
+thread_local! {
+    /// Where replies' JSON is rendered before it is copied into a message.
+    static JSON_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The largest render buffer a thread keeps between replies.
+const MAX_SCRATCH: usize = 64 * 1024;
 
 /// The base of an invocation's next SYNC difference: the bytes of the last
 /// full message the client holds.
@@ -106,21 +163,22 @@ impl Router {
     pub fn route(
         &self,
         sender: ClientId,
-        reply: &Reply,
+        reply: Reply,
         sync_base: &mut SyncBase,
         pause: impl FnMut() -> bool,
     ) -> Result<(), Gone> {
-        let bytes = match reply.event_type {
+        let bytes = match reply.event_type() {
             EventType::BROADCAST => {
                 self.broadcast(sender, reply.encode(), pause);
                 return Ok(());
             }
             EventType::SYNC => {
+                let event = reply.event().to_owned();
                 let full = reply.encode();
                 let patch = sync::diff(sync_base, &full);
                 *sync_base = full;
-                let msg = encode_parts(EventType::SYNC, &reply.event, patch.as_bytes()).map(Bytes::from);
-                msg.unwrap_or_else(|e| error_bytes(&reply.event, "script_error", &e.to_string(), json!({})))
+                let msg = encode_parts(EventType::SYNC, &event, patch.as_bytes()).map(Bytes::from);
+                msg.unwrap_or_else(|e| error_bytes(&event, "script_error", &e.to_string(), json!({})))
             }
             _ => reply.encode(),
         };
@@ -189,12 +247,13 @@ mod tests {
     #[test]
     fn defaults_event_and_type() {
         let r = reply("#{payload: #{a: 1, b: [true, ()]}}").unwrap();
-        assert_eq!(
-            r,
-            Reply { event_type: EventType::MESSAGE, event: "req".into(), payload: r#"{"a":1,"b":[true,null]}"#.into() }
-        );
-        let r = reply(r#"#{payload: 1, event: "x", type: 3}"#).unwrap();
-        assert_eq!((r.event_type, r.event.as_str()), (EventType::SYNC, "x"));
+        assert_eq!((r.event_type(), r.event(), r.payload()), (EventType::MESSAGE, "req", r#"{"a":1,"b":[true,null]}"#));
+        let msg = decode(&r.encode()).unwrap();
+        assert_eq!(msg, crate::protocol::Message::new(EventType::MESSAGE, "req", r#"{"a":1,"b":[true,null]}"#));
+        let mut r = reply(r#"#{payload: 1, event: "x", type: 3}"#).unwrap();
+        assert_eq!((r.event_type(), r.event(), r.payload()), (EventType::SYNC, "x", "1"));
+        r.set_event_type(EventType::BROADCAST);
+        assert_eq!(decode(&r.encode()).unwrap(), crate::protocol::Message::new(EventType::BROADCAST, "x", "1"));
     }
 
     #[test]
@@ -226,9 +285,11 @@ mod tests {
         let router = Router::new(hub, true);
         let request = Bytes::from_static(b"\0\0\0\x0a\x00\x04sync");
         let mut base = request.clone();
-        let r = Reply { event_type: EventType::SYNC, event: "sync".into(), payload: "{\"a\":1}".into() };
-        router.route(client.id, &r, &mut base, || true).unwrap();
-        router.route(client.id, &r, &mut base, || true).unwrap();
+        let r =
+            Reply::new(EventType::SYNC, "sync", &Dynamic::from_map(Map::from([("a".into(), Dynamic::from(1_i64))])));
+        let r = r.unwrap();
+        router.route(client.id, r.clone(), &mut base, || true).unwrap();
+        router.route(client.id, r, &mut base, || true).unwrap();
         let mut held = request.to_vec();
         for _ in 0..2 {
             let Some(crate::hub::Outbound::Binary(b)) = client.rx.try_recv() else { panic!("no message") };
