@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
@@ -139,7 +138,7 @@ struct ReaderState {
     id: ClientId,
     cancel: Cancel,
     /// `limits.maxInFlightPerClient` permits.
-    slots: Arc<Semaphore>,
+    slots: Arc<crate::plugs::ClientSlots>,
     /// Where this client's inline plug runs go.
     runner: crate::plugs::Runner,
     rate: RateLimit,
@@ -154,7 +153,7 @@ where
     let mut state = ReaderState {
         id,
         cancel,
-        slots: Arc::new(Semaphore::new(limits.max_in_flight_per_client)),
+        slots: crate::plugs::ClientSlots::new(limits.max_in_flight_per_client),
         runner: crate::plugs::Runner::default(),
         rate: RateLimit::new(limits.messages_per_second, Instant::now()),
         bad_in_a_row: 0,
@@ -177,7 +176,8 @@ where
         if !(msg.is_binary() || msg.is_text()) {
             continue; // ping, pong: the WebSocket layer answers pings itself
         }
-        match state.rate.check(Instant::now()) {
+        let verdict = if state.rate.is_unlimited() { Rate::Allowed } else { state.rate.check(Instant::now()) };
+        match verdict {
             Rate::Allowed => {}
             Rate::Refused => {
                 let text = format!(
@@ -272,8 +272,13 @@ impl RateLimit {
         RateLimit { rate, tokens: rate, excess: 0.0, last: now }
     }
 
+    /// `limits.messagesPerSecond = 0`: no need to read the clock.
+    fn is_unlimited(&self) -> bool {
+        self.rate == 0.0
+    }
+
     fn check(&mut self, now: Instant) -> Rate {
-        if self.rate == 0.0 {
+        if self.is_unlimited() {
             return Rate::Allowed;
         }
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();

@@ -1,8 +1,10 @@
 //! ssocket: a WebSocket server whose behaviour lives in Rhai scripts.
 //!
-//! A message arrives ([`connection`]), is decoded ([`protocol`]), finds its
-//! plug ([`plugs::registry`]), runs off the async workers
-//! ([`plugs::invoke`]) and every reply the plug yields goes where
+//! A message arrives ([`connection`]), is decoded ([`protocol`]) and its
+//! payload read into Rhai values ([`plugs::request`]), finds its plug
+//! ([`plugs::registry`]), runs ([`plugs::invoke`]: inline on the async
+//! worker until it proves slow, then on the plug threads) and every reply
+//! the plug yields goes where
 //! [`plugs::router`] says, through the [`hub`] that alone knows who is
 //! connected.
 //!
@@ -11,8 +13,8 @@
 //! - [`config`]: the key table, layered settings (defaults, file, env, CLI).
 //! - [`hub`]: connected clients: register, send to one, broadcast, remove.
 //! - [`cancel`]: the flag that stops a gone client's running plugs.
-//! - [`plugs`]: the Rhai engine and host API, the registry, invocation and
-//!   reply routing.
+//! - [`plugs`]: the Rhai engine and host API, the registry, request
+//!   decoding, invocation and reply routing.
 //! - [`init`]: the `INIT.rhai` start-up hook and its connect/disconnect
 //!   callbacks.
 //! - [`logs`]: console logging and the in-memory ring of recent entries.

@@ -198,8 +198,13 @@ impl Invocation {
         }
     }
 
+    /// Only the cancel flag is checked here, not the clock: a yield is a
+    /// script operation too, and the progress hook checks the deadline
+    /// every 256 of them.
     fn reply(&self, value: Dynamic, pos: Position) -> Result<Reply, Box<EvalAltResult>> {
-        self.check_alive()?;
+        if self.cancel.is_cancelled() {
+            return Err(terminated());
+        }
         Reply::from_dynamic(value, &self.event).map_err(|e| runtime_error(e.to_string(), pos))
     }
 
