@@ -29,8 +29,8 @@ use crate::plugs::request::Request;
 use crate::plugs::router::{Gone, Reply, Router};
 use crate::protocol::EventType;
 
-/// The state of one running invocation, shared with host functions through
-/// the call tag.
+/// The state of one running invocation, shared with host functions as the
+/// thread's current invocation (`CURRENT`).
 pub struct Invocation {
     /// The sender: MESSAGE and SYNC replies go here.
     pub client: ClientId,
