@@ -7,6 +7,15 @@ use clap::Parser;
 use ssocket::config::{self, Settings};
 use ssocket::server;
 
+/// jemalloc: a message costs a few dozen small allocations (the payload as
+/// Rhai values, the `msg` map, the reply). Against glibc's malloc it cut
+/// 9% of the instructions per echo reply and gave ~7% more replies per
+/// core-second, with the same memory per idle connection, and it hands
+/// memory back after a burst of clients where glibc keeps it
+/// (BENCHMARKS.md, hot path).
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Flags clap parses. Configuration keys (`--INSECURE.port 6969`) are split
 /// off before clap sees the arguments, because clap cannot declare dotted,
 /// data-driven flags; see `config::split_args`.
