@@ -130,8 +130,10 @@ thread_local! {
     static JSON_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The largest render buffer a thread keeps between replies.
-const MAX_SCRATCH: usize = 64 * 1024;
+/// The largest render buffer a thread keeps between replies: plug threads
+/// can number in the hundreds (`limits.maxInFlight`), so a few large
+/// replies must not leave each holding a large buffer.
+const MAX_SCRATCH: usize = 16 * 1024;
 
 /// The base of an invocation's next SYNC difference: the bytes of the last
 /// full message the client holds.
@@ -254,6 +256,20 @@ mod tests {
         assert_eq!((r.event_type(), r.event(), r.payload()), (EventType::SYNC, "x", "1"));
         r.set_event_type(EventType::BROADCAST);
         assert_eq!(decode(&r.encode()).unwrap(), crate::protocol::Message::new(EventType::BROADCAST, "x", "1"));
+    }
+
+    #[test]
+    fn replies_are_exact_size_whatever_came_before() {
+        let big = Dynamic::from("x".repeat(100_000));
+        let r = Reply::new(EventType::MESSAGE, "e", &big).unwrap();
+        assert_eq!(r.payload().len(), 100_002);
+        let bytes = r.encode();
+        assert_eq!(decode(&bytes).unwrap().payload.len(), 100_002);
+        let small = Reply::new(EventType::MESSAGE, "e", &Dynamic::from(1_i64)).unwrap();
+        assert_eq!(small.payload(), "1");
+        // Exact size: queues are bounded by length, so capacity must match.
+        let frame = small.frame;
+        assert_eq!((frame.len(), frame.capacity()), (HEADER_LEN + 1 + 1, HEADER_LEN + 1 + 1));
     }
 
     #[test]
