@@ -107,8 +107,8 @@ impl Plugs {
     /// Find the plug for `event`. A plug not compiled yet (`preloadPlugs =
     /// false`) compiles on the plug threads, not on an async worker.
     async fn lookup(&self, event: &str) -> Lookup {
-        if !self.registry.is_pending(event) {
-            return self.registry.lookup(event);
+        if let Some(found) = self.registry.lookup_compiled(event) {
+            return found;
         }
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (registry, name) = (self.registry.clone(), event.to_owned());

@@ -182,9 +182,15 @@ impl Registry {
         result
     }
 
-    /// Whether `event` is a plug found but not compiled yet.
-    pub fn is_pending(&self, event: &str) -> bool {
-        matches!(self.read().get(event), Some(Entry::Pending(_)))
+    /// [`Registry::lookup`] without compiling: `None` when the plug is
+    /// still pending. One lock and one hash per message on the hot path.
+    pub fn lookup_compiled(&self, event: &str) -> Option<Lookup> {
+        Some(match self.read().get(event) {
+            Some(Entry::Ready { plug, .. }) => Lookup::Found(plug.clone()),
+            Some(Entry::Broken { error, .. }) => Lookup::Broken(error.clone()),
+            Some(Entry::Pending(_)) => return None,
+            None => Lookup::NotFound,
+        })
     }
 
     /// Names of known plugs, sorted.
