@@ -162,11 +162,9 @@ impl Registry {
     }
 
     pub fn lookup(&self, event: &str) -> Lookup {
-        let pending = match self.read().get(event) {
-            Some(Entry::Ready { plug, .. }) => return Lookup::Found(plug.clone()),
-            Some(Entry::Broken { error, .. }) => return Lookup::Broken(error.clone()),
-            Some(Entry::Pending(path)) => path.clone(),
-            None => return Lookup::NotFound,
+        let pending = match self.peek(event) {
+            Ok(found) => return found,
+            Err(path) => path,
         };
         // First use of a plug not preloaded: compile it outside the lock.
         let entry = self.compile_entry(event, &pending, None);
@@ -185,10 +183,15 @@ impl Registry {
     /// [`Registry::lookup`] without compiling: `None` when the plug is
     /// still pending. One lock and one hash per message on the hot path.
     pub fn lookup_compiled(&self, event: &str) -> Option<Lookup> {
-        Some(match self.read().get(event) {
+        self.peek(event).ok()
+    }
+
+    /// What the table holds for `event`, or the file of a pending plug.
+    fn peek(&self, event: &str) -> Result<Lookup, PathBuf> {
+        Ok(match self.read().get(event) {
             Some(Entry::Ready { plug, .. }) => Lookup::Found(plug.clone()),
             Some(Entry::Broken { error, .. }) => Lookup::Broken(error.clone()),
-            Some(Entry::Pending(_)) => return None,
+            Some(Entry::Pending(path)) => return Err(path.clone()),
             None => Lookup::NotFound,
         })
     }
@@ -359,12 +362,7 @@ impl Registry {
 
     /// Compile one plug file, resolving its imports now.
     pub fn compile(&self, name: &str, path: &Path) -> Result<Plug, PlugError> {
-        let file = path.display().to_string();
-        let source = std::fs::read_to_string(path).map_err(|e| PlugError::Io {
-            plug: name.to_owned(),
-            file: file.clone(),
-            message: e.to_string(),
-        })?;
+        let (file, source) = read_source(name, path)?;
         let (ast, imports) = modules::recording(|| {
             engine::with_compile_deadline(self.compile_timeout, || {
                 self.engine.compile_into_self_contained(&Scope::new(), &source)
@@ -411,12 +409,7 @@ impl Registry {
 
     /// Compile a shared module file on its own (for `ssocket check`).
     pub fn check_module(&self, key: &str, path: &Path) -> Result<(), PlugError> {
-        let file = path.display().to_string();
-        let source = std::fs::read_to_string(path).map_err(|e| PlugError::Io {
-            plug: key.to_owned(),
-            file: file.clone(),
-            message: e.to_string(),
-        })?;
+        let (file, source) = read_source(key, path)?;
         engine::with_compile_deadline(self.compile_timeout, || {
             self.engine.compile_into_self_contained(&Scope::new(), &source)
         })
@@ -543,6 +536,15 @@ pub fn event_name(folder: &Path, path: &Path) -> Option<String> {
         .collect();
     let name = parts?.join("/");
     (!name.is_empty() && name.len() <= 255).then_some(name)
+}
+
+/// A plug or module file's text, with its displayed path for errors.
+fn read_source(key: &str, path: &Path) -> Result<(String, String), PlugError> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(source) => Ok((file, source)),
+        Err(e) => Err(PlugError::Io { plug: key.to_owned(), file, message: e.to_string() }),
+    }
 }
 
 #[cfg(test)]

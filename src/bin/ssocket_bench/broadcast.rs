@@ -33,7 +33,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::client::{connect_light, decode_frame, frame, round_trip, Ws};
 use crate::report::{emit, per_sec, positive, r3};
-use crate::stats::{micros_percentiles, Errors};
+use crate::stats::{micros_percentiles, Tally};
 use crate::sys::{check_fds, unix_micros, CpuMark};
 
 /// How long receivers wait for stragglers after the sender stops.
@@ -75,23 +75,6 @@ struct Stamp {
     t: u64,
 }
 
-/// What one receiver saw.
-#[derive(Default)]
-struct Tally {
-    /// Distinct messages received.
-    received: u64,
-    /// Fan-out latencies, µs.
-    latencies: Vec<u64>,
-    /// Repeats and unexpected messages.
-    errors: Errors,
-}
-
-impl Tally {
-    fn error(&mut self, what: impl FnOnce() -> String) {
-        self.errors.add(1, what);
-    }
-}
-
 /// Once the sender is done: how many it sent, and when to stop waiting.
 type Done = Option<(u64, Instant)>;
 
@@ -101,7 +84,7 @@ async fn receive(mut ws: Ws, event: Arc<str>, mut done: watch::Receiver<Done>) -
     let mut finish: Done = None;
     loop {
         if let Some((sent, _)) = finish {
-            if tally.received >= sent {
+            if tally.count >= sent {
                 break;
             }
         }
@@ -156,7 +139,7 @@ async fn receive(mut ws: Ws, event: Arc<str>, mut done: watch::Receiver<Done>) -
             continue;
         }
         seen[i] = true;
-        tally.received += 1;
+        tally.count += 1;
         tally.latencies.push(now.saturating_sub(stamp.t));
     }
     let _ = ws.close(None).await;
@@ -248,13 +231,11 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let _ = done_tx.send(Some((sent, Instant::now() + STRAGGLERS)));
 
-    let mut delivered = 0u64;
+    // The sender's tally holds only its errors: its count stays 0.
     for task in tasks {
-        let t = task.await.context("a receiver task panicked")??;
-        delivered += t.received;
-        total.errors.merge(t.errors);
-        total.latencies.extend(t.latencies);
+        total.merge(task.await.context("a receiver task panicked")??);
     }
+    let delivered = total.count;
     let _ = sender.close(None).await;
     let expected = sent * args.receivers as u64;
     let lost = expected.saturating_sub(delivered);

@@ -30,7 +30,7 @@ use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::client::{connect_light, decode_frame, frame, Ws};
 use crate::report::{emit, per_sec, positive, r3};
-use crate::stats::{micros_percentiles, Errors};
+use crate::stats::{micros_percentiles, Tally};
 use crate::sys::{check_fds, CpuMark};
 
 /// After the window, how long outstanding requests may take to be answered.
@@ -67,23 +67,6 @@ pub struct Args {
     /// Print one JSON object on stdout (the summary goes to stderr).
     #[arg(long)]
     json: bool,
-}
-
-/// What one connection saw.
-#[derive(Default)]
-struct Tally {
-    /// Correct replies received inside the measured window.
-    replies: u64,
-    /// Latencies (µs) of those replies.
-    latencies: Vec<u64>,
-    /// Wrong, unexpected or missing replies, over the whole run.
-    errors: Errors,
-}
-
-impl Tally {
-    fn error(&mut self, what: impl FnOnce() -> String) {
-        self.errors.add(1, what);
-    }
 }
 
 /// The shared part of every payload: everything after the sequence number.
@@ -228,7 +211,7 @@ fn check(
         return tally.error(|| format!("reply {seq} differs from the request: got {:.200}", msg.payload));
     }
     if now >= window.start && now <= window.end {
-        tally.replies += 1;
+        tally.count += 1;
         tally.latencies.push(now.duration_since(sent).as_micros() as u64);
     }
 }
@@ -272,12 +255,10 @@ pub async fn run(args: Args) -> Result<()> {
     let mut total = Tally::default();
     for task in tasks {
         let t = task.await.context("a connection task panicked")??;
-        total.replies += t.replies;
-        total.errors.merge(t.errors);
-        total.latencies.extend(t.latencies);
+        total.merge(t);
     }
     let p = micros_percentiles(&mut total.latencies, &[50.0, 99.0, 99.9]);
-    let rate = per_sec(total.replies as f64, args.duration_secs);
+    let rate = per_sec(total.count as f64, args.duration_secs);
     let mut human = format!(
         "echo: {} connections x {} in flight, {} B payload, {:.1} s: {} replies, {:.0} replies/s, \
          latency p50 {} µs p99 {} µs p99.9 {} µs, {} errors",
@@ -285,7 +266,7 @@ pub async fn run(args: Args) -> Result<()> {
         args.in_flight,
         args.payload_bytes,
         args.duration_secs,
-        total.replies,
+        total.count,
         rate,
         p[0],
         p[1],
@@ -297,7 +278,7 @@ pub async fn run(args: Args) -> Result<()> {
             "; server CPU {:.2} cores ({:.2} s), {:.0} replies per core-second",
             c.cores,
             c.seconds,
-            per_sec(total.replies as f64, c.seconds)
+            per_sec(total.count as f64, c.seconds)
         );
     }
     if let Some(e) = &total.errors.first {
@@ -313,7 +294,7 @@ pub async fn run(args: Args) -> Result<()> {
             "payload_bytes": args.payload_bytes,
             "duration_secs": args.duration_secs,
             "warmup_secs": args.warmup_secs,
-            "replies": total.replies,
+            "replies": total.count,
             "replies_per_sec": r3(rate),
             "latency_p50_us": p[0],
             "latency_p99_us": p[1],
@@ -321,7 +302,7 @@ pub async fn run(args: Args) -> Result<()> {
             "errors": total.errors.count,
             "cpu_seconds": cpu.as_ref().map(|c| r3(c.seconds)),
             "cpu_cores": cpu.as_ref().map(|c| r3(c.cores)),
-            "replies_per_core_second": cpu.as_ref().map(|c| r3(per_sec(total.replies as f64, c.seconds))),
+            "replies_per_core_second": cpu.as_ref().map(|c| r3(per_sec(total.count as f64, c.seconds))),
         }),
     );
     Ok(())

@@ -24,7 +24,7 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 
 use crate::report::{emit, per_sec, positive, r3};
-use crate::stats::{micros_percentiles, Errors};
+use crate::stats::{micros_percentiles, Tally};
 use crate::sys::{check_fds, unix_micros};
 
 /// How long receivers wait for the last messages after the sender stops.
@@ -64,14 +64,6 @@ struct Sent {
     wall_seconds: f64,
 }
 
-/// What one receiver saw.
-#[derive(Default)]
-struct Tally {
-    received: u64,
-    latencies: Vec<u64>,
-    errors: Errors,
-}
-
 pub async fn run(args: Args) -> Result<()> {
     if args.receivers == 0 || !positive(args.rate) || !positive(args.duration_secs) || args.bytes < 16 {
         bail!("--receivers, --rate and --duration-secs must be positive, --bytes at least 16");
@@ -102,13 +94,11 @@ pub async fn run(args: Args) -> Result<()> {
     let mut total = Tally::default();
     for task in tasks {
         let t = task.await.context("a receiver task panicked")??;
-        total.received += t.received;
-        total.errors.merge(t.errors);
-        total.latencies.extend(t.latencies);
+        total.merge(t);
     }
     drop(sent.writers);
     let expected = sent.messages * args.receivers as u64;
-    let lost = expected.saturating_sub(total.received);
+    let lost = expected.saturating_sub(total.count);
     let p = micros_percentiles(&mut total.latencies, &[50.0, 99.0]);
     let cores = per_sec(sent.cpu_seconds, sent.wall_seconds);
     let us_per_write = per_sec(sent.cpu_seconds * 1e6, sent.writes as f64);
@@ -139,7 +129,7 @@ pub async fn run(args: Args) -> Result<()> {
             "bytes": args.bytes,
             "sent": sent.messages,
             "writes": sent.writes,
-            "delivered": total.received,
+            "delivered": total.count,
             "lost": lost,
             "errors": total.errors.count,
             "latency_p50_us": p[0],
@@ -196,7 +186,7 @@ async fn receive(
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
         if let Some(sent) = *done.borrow() {
-            if tally.received >= sent {
+            if tally.count >= sent {
                 break;
             }
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + STRAGGLERS);
@@ -210,11 +200,11 @@ async fn receive(
         let now = unix_micros();
         let seq = u64::from_be_bytes(buf[..8].try_into().expect("8 bytes"));
         let sent_at = u64::from_be_bytes(buf[8..16].try_into().expect("8 bytes"));
-        if seq != tally.received {
-            let expected = tally.received;
-            tally.errors.add(1, || format!("message {seq} arrived where {expected} was due"));
+        if seq != tally.count {
+            let expected = tally.count;
+            tally.error(|| format!("message {seq} arrived where {expected} was due"));
         }
-        tally.received += 1;
+        tally.count += 1;
         tally.latencies.push(now.saturating_sub(sent_at));
     }
     Ok(tally)

@@ -107,3 +107,28 @@ impl Errors {
         }
     }
 }
+
+/// What one connection of a load scenario saw: the load generators' tasks
+/// each keep one and the scenario folds them together.
+#[derive(Default)]
+pub struct Tally {
+    /// Correct messages received (replies, broadcasts) that count.
+    pub count: u64,
+    /// Their latencies, µs.
+    pub latencies: Vec<u64>,
+    /// Wrong, repeated, unexpected or missing messages.
+    pub errors: Errors,
+}
+
+impl Tally {
+    pub fn error(&mut self, what: impl FnOnce() -> String) {
+        self.errors.add(1, what);
+    }
+
+    /// Fold in another task's tally.
+    pub fn merge(&mut self, other: Tally) {
+        self.count += other.count;
+        self.latencies.extend(other.latencies);
+        self.errors.merge(other.errors);
+    }
+}
