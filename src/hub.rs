@@ -9,11 +9,12 @@
 //! off, so it can neither make the server buffer without bound nor hold up
 //! everyone else. Replies to a plug's own sender wait without that cut-off.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ahash::HashMap;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
@@ -225,7 +226,7 @@ impl Hub {
 
     /// A hub whose clients may each have `limit` bytes queued.
     pub fn with_queue_limit(limit: usize) -> Hub {
-        let shared = Shared { clients: Mutex::new(HashMap::new()), next_id: AtomicU64::new(0), queue_limit: limit };
+        let shared = Shared { clients: Mutex::new(HashMap::default()), next_id: AtomicU64::new(0), queue_limit: limit };
         Hub { shared: Arc::new(shared) }
     }
 

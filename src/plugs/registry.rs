@@ -10,11 +10,11 @@
 //! Entries are `Arc`s: an invocation keeps the version it started with
 //! while a reload swaps in the next.
 
-use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use ahash::HashMap;
 use rhai::{Engine, EvalAltResult, FnAccess, Scope, AST};
 use serde_json::json;
 
@@ -133,7 +133,7 @@ impl Registry {
             preload: settings.preload_plugs,
             compile_timeout: (settings.limits.timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(settings.limits.timeout_ms)),
-            plugs: RwLock::new(HashMap::new()),
+            plugs: RwLock::new(HashMap::default()),
         }
     }
 
@@ -147,7 +147,7 @@ impl Registry {
         let mut files = Vec::new();
         collect_rhai(&self.folder, &mut files)?;
         let mut errors = Vec::new();
-        let mut table = HashMap::new();
+        let mut table = HashMap::default();
         for path in files {
             let PathKind::Plug(name) = self.classify(&path) else { continue };
             let entry = if self.preload { self.compile_entry(&name, &path, None) } else { Entry::Pending(path) };
