@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ssocket::config::{self, Settings};
+use ssocket::plugs::pool;
 use ssocket::server;
 
 /// jemalloc: a message costs a few dozen small allocations (the payload as
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
         return help(&split.overrides);
     }
     let settings = match config::cli_overrides(&split.overrides).and_then(|cli_pairs| {
-        Settings::load(config::default_file(cli.config).as_deref(), &config::process_env(), &cli_pairs)
+        Settings::load(config::default_file(cli.config.clone()).as_deref(), &config::process_env(), &cli_pairs)
     }) {
         Ok(settings) => settings,
         Err(err) => {
@@ -62,6 +63,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Plug code runs on this thread's successor (INIT.rhai and module code
+    // at start-up, `check`) and on the runtime's threads: each gets the
+    // stack the limits say plug values may need (plugs::pool).
+    let stack = pool::stack_bytes(&settings.limits);
+    let main = std::thread::Builder::new().name("ssocket-main".into()).stack_size(stack);
+    match main.spawn(move || run(cli, settings, stack)) {
+        Ok(thread) => thread.join().unwrap_or(ExitCode::FAILURE),
+        Err(err) => {
+            eprintln!("ssocket: cannot start the main thread: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, settings: Settings, stack: usize) -> ExitCode {
     if let Some(name) = cli.generate {
         return generate(&settings, &name);
     }
@@ -69,7 +85,13 @@ fn main() -> ExitCode {
         return check(&settings);
     }
     ssocket::logs::init(&settings);
-    let runtime = match tokio::runtime::Runtime::new() {
+    if pool::nesting_bound(&settings.limits).is_none() {
+        tracing::warn!(
+            "limits.maxArraySize or limits.maxMapSize is 0 (no limit): a plug can nest values deeper than a \
+             thread's stack holds, and that aborts the server"
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(stack).build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("ssocket: cannot start the async runtime: {err}");

@@ -19,6 +19,7 @@ use crate::cancel::Cancel;
 use crate::config::Settings;
 use crate::hub::{ClientId, Hub};
 use crate::init::{self, InitScript};
+use crate::plugs::pool;
 use crate::plugs::watcher::{self, Watcher};
 use crate::plugs::Plugs;
 
@@ -83,7 +84,7 @@ impl App {
             .map_err(|e| StartError::PlugsFolder { path: folder.display().to_string(), message: e.to_string() })?;
         let verb = if settings.preload_plugs { "loaded" } else { "found (compiled at first use)" };
         tracing::info!("{verb} {loaded} plugs in {}{}", folder.display(), failed_note(errors.len()));
-        let watcher = match watcher::watch(plugs.registry().clone()) {
+        let watcher = match watcher::watch(plugs.registry().clone(), pool::stack_bytes(&settings.limits)) {
             Ok(w) => Some(Arc::new(Mutex::new(w))),
             Err(err) => {
                 tracing::warn!("live reload is off: cannot watch {}: {err}", folder.display());

@@ -788,3 +788,106 @@ fn an_unreadable_config_file_is_named() {
         assert_contains(&err, &["locked.toml", "ermission denied"]);
     }
 }
+
+// ------------------------------------------- 10 deeply nested plug values
+
+/// Builds a value `arrays` arrays deep inside `maps` maps deep, then walks
+/// it every way Rhai walks values recursively: print, compare, debug
+/// print, JSON, and drop.
+const NEST: &str = r#"
+fn nest(arrays, maps) {
+    let a = 1;
+    for i in 0..arrays { a = [take(a)]; }
+    for i in 0..maps { a = #{ k: take(a) }; }
+    a
+}
+fn walk(a) {
+    let text = a.to_string();
+    let same = a == a;
+    let shown = a.to_debug();
+    let json = a.to_json();
+    #{ text: text.len(), same: same, shown: shown.len(), json: json.len() }
+}
+"#;
+
+/// Rhai has no limit on how deeply values nest, and walks them recursively:
+/// a plug nesting maps a few thousand levels deep used to overflow the
+/// async worker's stack and abort the server. The sizes limits bound the
+/// depth, and every thread that runs plug code has a stack for that bound:
+/// at start-up (INIT.rhai, modules), inline on the async workers, on the
+/// plug threads and on the reload thread.
+#[tokio::test]
+async fn values_nested_as_deep_as_the_limits_allow_do_not_crash_the_server() {
+    let dir = workdir();
+    let (arrays, maps) = (2990, 2990); // limits: 3,000 array items, 3,000 map entries
+    let plug = |sleeps: bool| {
+        format!(
+            "import \"_lib/nest\" as n;\n\
+             fn deep(msg, yield_msg) {{ {} let w = n::walk(n::nest({arrays}, {maps})); w.v = {}; \
+             yield_msg(#{{ payload: w }}); }}",
+            if sleeps { "sleep(1);" } else { "" },
+            u8::from(sleeps) + 1
+        )
+    };
+    std::fs::create_dir(dir.path().join("plugs/_lib")).unwrap();
+    std::fs::write(
+        dir.path().join("plugs/_lib/nest.rhai"),
+        format!("{NEST}\nexport const LOADED = walk(nest({arrays}, {maps}));\n"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("plugs/deep.rhai"), plug(false)).unwrap();
+    std::fs::write(
+        dir.path().join("INIT.rhai"),
+        format!(
+            "{NEST}\nfn INIT(server) {{ print(`INIT walked ${{walk(nest({arrays}, {maps})).text}} characters`); }}"
+        ),
+    )
+    .unwrap();
+    let limits = ["--limits.maxArraySize", "3000", "--limits.maxMapSize", "3000", "--preloadPlugs", "true"];
+    let mut p = Proc::spawn(ssocket(dir.path(), &[&LOOPBACK[..], &limits].concat()));
+    let url = p.url();
+    assert!(p.stderr().contains("INIT walked"), "{}", p.stderr());
+    let mut c = Client::connect(&url).await;
+    let expect = |r: &Reply| {
+        assert_eq!(r.event_type, EventType::MESSAGE, "{r:?}");
+        assert_eq!(r.payload["same"], json!(true), "{r:?}");
+        assert!(r.payload["text"].as_u64().is_some_and(|n| n > 2 * arrays + 4 * maps), "{r:?}");
+    };
+    // Inline on an async worker.
+    expect(&c.request("deep", json!({})).await);
+    // A version that sleeps runs on the plug threads (a plug that can sleep
+    // is slow from the start). Rewriting the module re-runs its code on the
+    // reload thread.
+    std::fs::write(dir.path().join("plugs/deep.rhai"), plug(true)).unwrap();
+    std::fs::write(
+        dir.path().join("plugs/_lib/nest.rhai"),
+        format!("{NEST}\nexport const LOADED = walk(nest({arrays}, {maps}));\n// again\n"),
+    )
+    .unwrap();
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let r = c.request("deep", json!({})).await;
+        expect(&r);
+        if r.payload["v"] == json!(2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sleeping version never loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // One level more than the limits allow is refused, not a crash.
+    std::fs::write(
+        dir.path().join("plugs/deeper.rhai"),
+        format!("import \"_lib/nest\" as n;\nfn deeper(msg, yield_msg) {{ n::nest({}, 0); }}", 3001),
+    )
+    .unwrap();
+    let deadline = Instant::now() + START_TIMEOUT;
+    let r = loop {
+        let r = c.request("deeper", json!({})).await;
+        if r.event_type != EventType::NOT_FOUND || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(r.payload["limit"], json!("limits.maxArraySize"), "{r:?}");
+    assert!(p.is_running(), "{}", p.stderr());
+}

@@ -5,7 +5,8 @@
 //! - [`registry`]: which event runs which compiled script.
 //! - [`request`]: a frame read into the values a plug sees, in one pass.
 //! - [`invoke`]: one run of a plug for one message.
-//! - [`pool`]: the threads plugs run on, off the async workers.
+//! - [`pool`]: the threads plugs run on, off the async workers, and the
+//!   stack every thread that runs plug code needs.
 //! - [`router`]: the one place that decides where a reply goes.
 //! - [`modules`]: what `import` may load (plug modules, the stdlib) and
 //!   which plugs depend on which modules.
@@ -58,7 +59,7 @@ impl Plugs {
         let registry = Arc::new(Registry::new(engine.clone(), resolver, settings));
         // Building a current-thread runtime starts no threads; it fails only
         // if the OS refuses basic resources, when nothing could run anyway.
-        let pool = Arc::new(pool::PlugPool::new().expect("the plug thread pool starts"));
+        let pool = Arc::new(pool::PlugPool::new(&settings.limits).expect("the plug thread pool starts"));
         let timeout =
             (settings.limits.timeout_ms > 0).then(|| std::time::Duration::from_millis(settings.limits.timeout_ms));
         Plugs {

@@ -5,7 +5,7 @@
 //! and new folders alike without tracking event kinds.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode};
@@ -71,31 +71,57 @@ impl notify::Watcher for ChangesOnly {
 }
 
 /// Start watching the registry's folder.
-pub fn watch(registry: Arc<Registry>) -> notify::Result<Watcher> {
+pub fn watch(registry: Arc<Registry>, stack_bytes: usize) -> notify::Result<Watcher> {
     let folder = registry.folder().to_path_buf();
     // Paths from notify are absolute; the registry compares against its
     // folder as configured, so map them back under that spelling.
     let canonical = folder.canonicalize().unwrap_or_else(|_| folder.clone());
     let watch_path = canonical.clone();
-    let handler = move |result: DebounceEventResult| match result {
-        Ok(events) => {
-            let mut paths: Vec<PathBuf> = events
-                .into_iter()
-                .map(|e| match e.path.strip_prefix(&canonical) {
-                    Ok(rel) => folder.join(rel),
-                    Err(_) => e.path,
-                })
-                .collect();
-            paths.sort();
-            paths.dedup();
-            registry.apply_changes(&paths);
-        }
-        Err(err) => {
-            tracing::warn!("plug watcher: {err}; rescanning the plugs folder");
-            registry.rescan();
-        }
+    let reload = reload_thread(registry, stack_bytes).map_err(notify::Error::io)?;
+    let handler = move |result: DebounceEventResult| {
+        let job = match result {
+            Ok(events) => {
+                let mut paths: Vec<PathBuf> = events
+                    .into_iter()
+                    .map(|e| match e.path.strip_prefix(&canonical) {
+                        Ok(rel) => folder.join(rel),
+                        Err(_) => e.path,
+                    })
+                    .collect();
+                paths.sort();
+                paths.dedup();
+                Reload::Paths(paths)
+            }
+            Err(err) => {
+                tracing::warn!("plug watcher: {err}; rescanning the plugs folder");
+                Reload::Rescan
+            }
+        };
+        let _ = reload.send(job);
     };
     let mut debouncer = new_debouncer_opt::<_, ChangesOnly>(Config::default().with_timeout(DEBOUNCE), handler)?;
     debouncer.watcher().watch(&watch_path, RecursiveMode::Recursive)?;
     Ok(Watcher { _debouncer: debouncer })
+}
+
+enum Reload {
+    Paths(Vec<PathBuf>),
+    Rescan,
+}
+
+/// Reloading compiles plugs, which runs their modules' code and drops the
+/// values old versions held: plug code, so it runs on a thread with the
+/// plug stack (`pool::stack_bytes`), not on the debouncer's. The thread
+/// ends when the watcher is dropped.
+fn reload_thread(registry: Arc<Registry>, stack_bytes: usize) -> std::io::Result<mpsc::Sender<Reload>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new().name("ssocket-reload".into()).stack_size(stack_bytes).spawn(move || {
+        for job in rx {
+            match job {
+                Reload::Paths(paths) => registry.apply_changes(&paths),
+                Reload::Rescan => registry.rescan(),
+            }
+        }
+    })?;
+    Ok(tx)
 }
