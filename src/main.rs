@@ -85,11 +85,15 @@ fn run(cli: Cli, settings: Settings, stack: usize) -> ExitCode {
         return check(&settings);
     }
     ssocket::logs::init(&settings);
-    if pool::nesting_bound(&settings.limits).is_none() {
-        tracing::warn!(
-            "limits.maxArraySize or limits.maxMapSize is 0 (no limit): a plug can nest values deeper than a \
-             thread's stack holds, and that aborts the server"
-        );
+    for (key, value) in
+        [("limits.maxArraySize", settings.limits.max_array_size), ("limits.maxMapSize", settings.limits.max_map_size)]
+    {
+        if value == 0 {
+            tracing::warn!(
+                "{key} is 0 (no limit): a plug can nest values deeper than a thread's stack holds, and that \
+                 aborts the server"
+            );
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(stack).build() {
         Ok(rt) => rt,

@@ -891,3 +891,14 @@ async fn values_nested_as_deep_as_the_limits_allow_do_not_crash_the_server() {
     assert_eq!(r.payload["limit"], json!("limits.maxArraySize"), "{r:?}");
     assert!(p.is_running(), "{}", p.stderr());
 }
+
+#[test]
+fn a_size_limit_of_zero_is_warned_about_at_start_up() {
+    let dir = workdir();
+    let mut p = Proc::spawn(ssocket(dir.path(), &[&LOOPBACK[..], &["--limits.maxMapSize", "0"]].concat()));
+    p.addr();
+    assert_contains(&p.stderr(), &["limits.maxMapSize is 0", "abort"]);
+    let mut p = Proc::spawn(ssocket(dir.path(), &LOOPBACK));
+    p.addr();
+    assert!(!p.stderr().contains("is 0"), "{}", p.stderr());
+}
