@@ -97,7 +97,9 @@ pub fn watch(registry: Arc<Registry>, stack_bytes: usize) -> notify::Result<Watc
                 Reload::Rescan
             }
         };
-        let _ = reload.send(job);
+        if reload.send(job).is_err() {
+            tracing::error!("live reload stopped: the reload thread ended (a panic while reloading?)");
+        }
     };
     let mut debouncer = new_debouncer_opt::<_, ChangesOnly>(Config::default().with_timeout(DEBOUNCE), handler)?;
     debouncer.watcher().watch(&watch_path, RecursiveMode::Recursive)?;
