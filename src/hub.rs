@@ -399,7 +399,7 @@ impl Hub {
 mod tests {
     use super::*;
 
-    fn recv(rx: &mut Arc<OutQueue>) -> Option<Bytes> {
+    fn recv(rx: &OutQueue) -> Option<Bytes> {
         match rx.try_recv() {
             Some(Outbound::Binary(b)) => Some(b),
             _ => None,
@@ -419,13 +419,13 @@ mod tests {
     #[test]
     fn broadcast_skips_the_excluded_client() {
         let hub = Hub::new();
-        let mut a = hub.register();
-        let mut b = hub.register();
+        let a = hub.register();
+        let b = hub.register();
         assert_eq!(hub.broadcast(Bytes::from_static(b"x"), Some(a.id)), 1);
-        assert!(recv(&mut a.rx).is_none());
-        assert_eq!(recv(&mut b.rx).as_deref(), Some(&b"x"[..]));
+        assert!(recv(&a.rx).is_none());
+        assert_eq!(recv(&b.rx).as_deref(), Some(&b"x"[..]));
         assert_eq!(hub.broadcast(Bytes::from_static(b"y"), None), 2);
-        assert!(recv(&mut a.rx).is_some() && recv(&mut b.rx).is_some());
+        assert!(recv(&a.rx).is_some() && recv(&b.rx).is_some());
     }
 
     #[test]
@@ -442,10 +442,10 @@ mod tests {
     fn a_full_queue_cuts_off_the_slow_client_only() {
         let hub = Hub::with_queue_limit(10);
         let slow = hub.register();
-        let mut fast = hub.register();
+        let fast = hub.register();
         for _ in 0..3 {
             hub.broadcast(Bytes::from_static(b"12345"), None);
-            while recv(&mut fast.rx).is_some() {
+            while recv(&fast.rx).is_some() {
                 fast.queued.fetch_sub(5, Ordering::SeqCst);
             }
         }
@@ -457,12 +457,12 @@ mod tests {
     #[test]
     fn a_waiting_broadcast_waits_for_a_reader_that_drains() {
         let hub = Hub::with_queue_limit(8);
-        let mut reader = hub.register();
+        let reader = hub.register();
         assert_eq!(hub.broadcast_waiting(Bytes::from_static(b"12345678"), None, || false), 1);
         let mut pauses = 0;
         let sent = hub.broadcast_waiting(Bytes::from_static(b"abcd"), None, || {
             pauses += 1;
-            if let Some(b) = recv(&mut reader.rx) {
+            if let Some(b) = recv(&reader.rx) {
                 reader.queued.fetch_sub(b.len(), Ordering::SeqCst);
             }
             false

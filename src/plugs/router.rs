@@ -11,7 +11,7 @@ use rhai::{Dynamic, Map};
 use serde_json::json;
 
 use crate::hub::{ClientId, Hub};
-use crate::protocol::{encode_parts, sync, EventType, HEADER_LEN};
+use crate::protocol::{encode_parts, sync, EventType, ProtocolError, HEADER_LEN};
 
 /// A reply a plug produced, checked and encoded: the payload's JSON is
 /// written straight into the message (no second buffer, no copy), and a
@@ -75,20 +75,16 @@ impl Reply {
     /// its size: queued replies are bounded by their length
     /// (`limits.outboundQueueBytes`), and spare capacity would escape that.
     pub fn new(event_type: EventType, event: &str, payload: &Dynamic) -> Result<Reply, ReplyError> {
-        let event_len = u8::try_from(event.len()).map_err(|_| ReplyError::EventTooLong(event.len()))?;
         JSON_SCRATCH.with(|cell| {
             let mut scratch = cell.try_borrow_mut().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
             scratch.clear();
             let written = serde_json::to_writer(&mut scratch, payload).map_err(|e| ReplyError::NotJson(e.to_string()));
+            // encode_parts allocates the message at exactly its size.
             let frame = written.and_then(|()| {
-                let total = HEADER_LEN + event.len() + scratch.len();
-                let total32 = u32::try_from(total).map_err(|_| ReplyError::TooLong(total))?;
-                let mut frame = Vec::with_capacity(total);
-                frame.extend_from_slice(&total32.to_be_bytes());
-                frame.extend_from_slice(&[event_type.0, event_len]);
-                frame.extend_from_slice(event.as_bytes());
-                frame.extend_from_slice(&scratch);
-                Ok(Reply { frame })
+                encode_parts(event_type, event, &scratch).map(|frame| Reply { frame }).map_err(|e| match e {
+                    ProtocolError::EventTooLong(n) => ReplyError::EventTooLong(n),
+                    _ => ReplyError::TooLong(HEADER_LEN + event.len() + scratch.len()),
+                })
             });
             // Keep the buffer for the next reply unless one huge reply grew it.
             if scratch.capacity() <= MAX_SCRATCH {

@@ -249,9 +249,7 @@ pub async fn run(args: Args) -> Result<()> {
     if let Some(c) = &cpu {
         human += &format!("; server CPU {:.2} cores ({:.2} s)", c.cores, c.seconds);
     }
-    if let Some(e) = &total.errors.first {
-        human += &format!("\nfirst error: {e}");
-    }
+    human += &total.errors.first_line();
     emit(
         args.json,
         &human,

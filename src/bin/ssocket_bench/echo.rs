@@ -281,9 +281,7 @@ pub async fn run(args: Args) -> Result<()> {
             per_sec(total.count as f64, c.seconds)
         );
     }
-    if let Some(e) = &total.errors.first {
-        human += &format!("\nfirst error: {e}");
-    }
+    human += &total.errors.first_line();
     emit(
         args.json,
         &human,

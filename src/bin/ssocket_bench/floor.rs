@@ -115,9 +115,7 @@ pub async fn run(args: Args) -> Result<()> {
         p[0],
         p[1]
     );
-    if let Some(e) = &total.errors.first {
-        human += &format!("\nfirst error: {e}");
-    }
+    human += &total.errors.first_line();
     emit(
         args.json,
         &human,

@@ -99,6 +99,11 @@ impl Errors {
         }
     }
 
+    /// The line a scenario's summary ends with when anything failed.
+    pub fn first_line(&self) -> String {
+        self.first.as_ref().map(|e| format!("\nfirst error: {e}")).unwrap_or_default()
+    }
+
     /// Fold in another task's errors.
     pub fn merge(&mut self, other: Errors) {
         self.count += other.count;
