@@ -17,12 +17,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 
-use crate::cancel::Cancel;
-use crate::hub::{ClientId, Kill, OutQueue, Outbound};
+use crate::app::App;
+use crate::client::{ClientHandle, ClientId};
+use crate::errors::ErrorCode;
+use crate::hub::{Kill, OutQueue, Outbound};
 use crate::plugs::request::Request;
 use crate::plugs::router::error_bytes;
 use crate::protocol::ProtocolError;
-use crate::server::App;
 
 /// Close code for a client that keeps sending malformed frames (RFC 6455:
 /// policy violation).
@@ -41,19 +42,19 @@ where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage> + Send + 'static,
 {
     let reg = app.hub.register();
-    let id = reg.id;
+    let (id, client) = (reg.id(), reg.handle);
     tracing::debug!(client = id, "connected");
-    app.connected(id, reg.cancel.clone());
+    app.connected(&client);
     let (sink, mut stream) = socket.split();
     let mut writer = tokio::spawn(write_loop(sink, reg.rx, reg.queued, reg.kill));
     let (writer_done, closing) = tokio::select! {
-        end = read_loop(&mut stream, id, reg.cancel, &app) => (false, end == ReadEnd::Closing),
+        end = read_loop(&mut stream, &client, &app) => (false, end == ReadEnd::Closing),
         _ = &mut writer => (true, true),
     };
     // Forget the client first: its plugs stop and shutdown need not wait
     // for the rest of the goodbye.
     app.hub.remove(id);
-    app.disconnected(id);
+    app.disconnected(&client);
     if closing {
         // A close frame went (or is going) out: read on, discarding, until
         // the client's close reply, as the closing handshake asks. Dropping
@@ -136,7 +137,7 @@ enum ReadEnd {
 /// What the reader keeps about one client.
 struct ReaderState {
     id: ClientId,
-    cancel: Cancel,
+    client: ClientHandle,
     /// `limits.maxInFlightPerClient` permits.
     slots: Arc<crate::plugs::ClientSlots>,
     /// Where this client's inline plug runs go.
@@ -145,14 +146,15 @@ struct ReaderState {
     bad_in_a_row: u32,
 }
 
-async fn read_loop<R>(stream: &mut R, id: ClientId, cancel: Cancel, app: &App) -> ReadEnd
+async fn read_loop<R>(stream: &mut R, client: &ClientHandle, app: &App) -> ReadEnd
 where
     R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     let limits = &app.settings.limits;
+    let id = client.id();
     let mut state = ReaderState {
         id,
-        cancel,
+        client: client.clone(),
         slots: crate::plugs::ClientSlots::new(limits.max_in_flight_per_client),
         runner: crate::plugs::Runner::default(),
         rate: RateLimit::new(limits.messages_per_second, Instant::now()),
@@ -189,7 +191,7 @@ where
                     WsMessage::Binary(frame) => peek_event(frame),
                     _ => "",
                 };
-                app.hub.send_to(id, error_bytes(event, "rate_limited", &text, context));
+                app.hub.send_to(id, error_bytes(event, ErrorCode::RateLimited, &text, context));
                 continue;
             }
             Rate::Flooding => {
@@ -202,7 +204,7 @@ where
             handle_frame(frame, &mut state, app).await
         } else {
             let text = "text frames are not part of the protocol: send binary frames (see the README's wire format)";
-            app.hub.send_to(id, error_bytes("", "text_frame", text, json!({})));
+            app.hub.send_to(id, error_bytes("", ErrorCode::TextFrame, text, json!({})));
             false
         };
         state.bad_in_a_row = if ok { 0 } else { state.bad_in_a_row + 1 };
@@ -221,7 +223,7 @@ async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool 
     let id = state.id;
     if app.is_draining() {
         let text = "the server is shutting down and takes no new messages";
-        app.hub.send_to(id, error_bytes(peek_event(&frame), "shutting_down", text, json!({})));
+        app.hub.send_to(id, error_bytes(peek_event(&frame), ErrorCode::ShuttingDown, text, json!({})));
         return true;
     }
     let limit = app.settings.payload_limit;
@@ -229,12 +231,12 @@ async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool 
         let message =
             format!("payload too large: message is {} bytes, the limit (payloadLimit) is {limit}", frame.len());
         let context = json!({"limit": limit, "size": frame.len()});
-        app.hub.send_to(id, error_bytes(peek_event(&frame), "payload_too_large", &message, context));
+        app.hub.send_to(id, error_bytes(peek_event(&frame), ErrorCode::PayloadTooLarge, &message, context));
         return false;
     }
     match Request::read(&frame) {
         Ok(msg) => {
-            app.plugs.dispatch(id, state.cancel.clone(), msg, frame, &state.slots, &mut state.runner).await;
+            app.plugs.dispatch(&state.client, msg, frame, &state.slots, &mut state.runner).await;
             true
         }
         Err(err) => {

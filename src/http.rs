@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use warp::filters::BoxedFilter;
 use warp::{Filter, Reply};
 
-use crate::server::App;
+use crate::app::App;
 
 /// The page: plain HTML and JS, no build step.
 pub const PLAYGROUND_HTML: &str = include_str!("../clients/playground/index.html");

@@ -18,10 +18,8 @@ use ahash::HashMap;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::cancel::Cancel;
-
-/// A client's id: unique for the life of the process, never reused.
-pub type ClientId = u64;
+use crate::client::ClientHandle;
+pub use crate::client::ClientId;
 
 /// How long a send waits for a full queue to drain before the client is
 /// taken to have stopped reading.
@@ -133,17 +131,17 @@ impl Kill {
 }
 
 /// A connected client as the hub sees it.
-struct Client {
+struct Entry {
     /// Feeds the connection's writer task.
     tx: Arc<OutQueue>,
     /// Bytes in `tx` not yet handed to the socket; the writer subtracts.
     queued: Arc<AtomicUsize>,
-    /// Fired when the client goes, so its running plugs stop.
-    cancel: Cancel,
+    /// The client's record; its cancel flag fires when the entry goes.
+    handle: ClientHandle,
     kill: Arc<Kill>,
 }
 
-impl Drop for Client {
+impl Drop for Entry {
     /// Leaving the hub closes the queue: the writer sends what is queued
     /// (a close frame, say) and ends.
     fn drop(&mut self) {
@@ -158,7 +156,7 @@ enum Offer {
     Full,
 }
 
-impl Client {
+impl Entry {
     fn offer(&self, msg: &Bytes, limit: usize) -> Offer {
         let len = msg.len();
         let before = self.queued.fetch_add(len, Ordering::SeqCst);
@@ -187,7 +185,7 @@ pub struct Hub {
 struct Shared {
     /// A std mutex: it is held only for map operations and channel sends,
     /// never across an `.await`, and is cheaper than an async lock.
-    clients: Mutex<HashMap<ClientId, Client>>,
+    clients: Mutex<HashMap<ClientId, Entry>>,
     /// Source of ids; starts at 1 so 0 never names a client.
     next_id: AtomicU64,
     /// `limits.outboundQueueBytes`.
@@ -196,12 +194,17 @@ struct Shared {
 
 /// What a newly registered client gets back.
 pub struct Registration {
-    pub id: ClientId,
+    pub handle: ClientHandle,
     pub rx: Arc<OutQueue>,
     /// The writer subtracts what it has handed to the socket.
     pub queued: Arc<AtomicUsize>,
-    pub cancel: Cancel,
     pub kill: Arc<Kill>,
+}
+
+impl Registration {
+    pub fn id(&self) -> ClientId {
+        self.handle.id()
+    }
 }
 
 /// Why a waiting send gave up.
@@ -235,16 +238,16 @@ impl Hub {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let tx = Arc::new(OutQueue::default());
         let rx = tx.clone();
-        let (queued, cancel, kill) = (Arc::new(AtomicUsize::new(0)), Cancel::new(), Arc::new(Kill::default()));
-        let client = Client { tx, queued: queued.clone(), cancel: cancel.clone(), kill: kill.clone() };
-        self.lock().insert(id, client);
-        Registration { id, rx, queued, cancel, kill }
+        let (queued, kill, handle) = (Arc::new(AtomicUsize::new(0)), Arc::new(Kill::default()), ClientHandle::new(id));
+        let entry = Entry { tx, queued: queued.clone(), handle: handle.clone(), kill: kill.clone() };
+        self.lock().insert(id, entry);
+        Registration { handle, rx, queued, kill }
     }
 
     /// Forget a client and stop everything running on its behalf.
     pub fn remove(&self, id: ClientId) {
-        if let Some(client) = self.lock().remove(&id) {
-            client.cancel.cancel();
+        if let Some(entry) = self.lock().remove(&id) {
+            entry.handle.cancel().cancel();
         }
     }
 
@@ -360,7 +363,7 @@ impl Hub {
     fn drop_slow(&self, id: ClientId) {
         if let Some(client) = self.lock().remove(&id) {
             tracing::warn!(client = id, "disconnecting a slow client: its outbound queue is full");
-            client.cancel.cancel();
+            client.handle.cancel().cancel();
             client.kill.fire(CLOSE_SLOW_CONSUMER, "outbound queue full: the client is not reading");
         }
     }
@@ -388,7 +391,7 @@ impl Hub {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Client>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Entry>> {
         // A poisoned lock only means a panic elsewhere mid-operation; the
         // map itself is still consistent, so keep serving.
         self.shared.clients.lock().unwrap_or_else(|e| e.into_inner())
@@ -410,10 +413,10 @@ mod tests {
     fn ids_are_unique_and_never_reused() {
         let hub = Hub::new();
         let a = hub.register();
-        hub.remove(a.id);
+        hub.remove(a.id());
         let b = hub.register();
-        assert_ne!(a.id, b.id);
-        assert_eq!(hub.ids(), vec![b.id]);
+        assert_ne!(a.id(), b.id());
+        assert_eq!(hub.ids(), vec![b.id()]);
     }
 
     #[test]
@@ -421,7 +424,7 @@ mod tests {
         let hub = Hub::new();
         let a = hub.register();
         let b = hub.register();
-        assert_eq!(hub.broadcast(Bytes::from_static(b"x"), Some(a.id)), 1);
+        assert_eq!(hub.broadcast(Bytes::from_static(b"x"), Some(a.id())), 1);
         assert!(recv(&a.rx).is_none());
         assert_eq!(recv(&b.rx).as_deref(), Some(&b"x"[..]));
         assert_eq!(hub.broadcast(Bytes::from_static(b"y"), None), 2);
@@ -432,10 +435,10 @@ mod tests {
     fn removal_cancels_and_stops_delivery() {
         let hub = Hub::new();
         let a = hub.register();
-        assert!(hub.send_to(a.id, Bytes::from_static(b"x")));
-        hub.remove(a.id);
-        assert!(a.cancel.is_cancelled());
-        assert!(!hub.send_to(a.id, Bytes::from_static(b"x")));
+        assert!(hub.send_to(a.id(), Bytes::from_static(b"x")));
+        hub.remove(a.id());
+        assert!(a.handle.cancel().is_cancelled());
+        assert!(!hub.send_to(a.id(), Bytes::from_static(b"x")));
     }
 
     #[test]
@@ -449,9 +452,9 @@ mod tests {
                 fast.queued.fetch_sub(5, Ordering::SeqCst);
             }
         }
-        assert!(slow.cancel.is_cancelled(), "the slow client was cut off");
-        assert_eq!(hub.ids(), vec![fast.id]);
-        assert!(!fast.cancel.is_cancelled());
+        assert!(slow.handle.cancel().is_cancelled(), "the slow client was cut off");
+        assert_eq!(hub.ids(), vec![fast.id()]);
+        assert!(!fast.handle.cancel().is_cancelled());
     }
 
     #[test]
@@ -468,40 +471,40 @@ mod tests {
             false
         });
         assert_eq!((sent, pauses), (1, 1));
-        assert!(!reader.cancel.is_cancelled());
+        assert!(!reader.handle.cancel().is_cancelled());
     }
 
     #[test]
     fn a_waiting_send_cuts_off_a_reader_that_never_drains() {
         let hub = Hub::with_queue_limit(4);
         let stuck = hub.register();
-        assert!(hub.send_to(stuck.id, Bytes::from_static(b"1234")));
+        assert!(hub.send_to(stuck.id(), Bytes::from_static(b"1234")));
         let started = Instant::now();
         let pause = || {
             std::thread::sleep(Duration::from_millis(20));
             false
         };
-        assert!(!hub.send_to_waiting(stuck.id, Bytes::from_static(b"5"), pause));
+        assert!(!hub.send_to_waiting(stuck.id(), Bytes::from_static(b"5"), pause));
         assert!(started.elapsed() >= SLOW_CLIENT_GRACE);
-        assert!(stuck.cancel.is_cancelled() && hub.is_empty());
+        assert!(stuck.handle.cancel().is_cancelled() && hub.is_empty());
     }
 
     #[test]
     fn one_oversized_message_still_fits_an_empty_queue() {
         let hub = Hub::with_queue_limit(4);
         let a = hub.register();
-        assert!(hub.send_to(a.id, Bytes::from_static(b"much longer than four")));
-        assert!(!hub.send_to(a.id, Bytes::from_static(b"more")));
-        assert!(a.cancel.is_cancelled());
+        assert!(hub.send_to(a.id(), Bytes::from_static(b"much longer than four")));
+        assert!(!hub.send_to(a.id(), Bytes::from_static(b"more")));
+        assert!(a.handle.cancel().is_cancelled());
     }
 
     #[test]
     fn a_waiting_send_waits_for_room_or_gives_up() {
         let hub = Hub::with_queue_limit(4);
         let a = hub.register();
-        assert!(hub.send_to(a.id, Bytes::from_static(b"1234")));
+        assert!(hub.send_to(a.id(), Bytes::from_static(b"1234")));
         let mut pauses = 0;
-        let result = hub.send_waiting(a.id, Bytes::from_static(b"5"), || {
+        let result = hub.send_waiting(a.id(), Bytes::from_static(b"5"), || {
             pauses += 1;
             if pauses == 3 {
                 a.queued.fetch_sub(4, Ordering::SeqCst); // the writer drained it
@@ -510,8 +513,8 @@ mod tests {
         });
         assert_eq!(result, Ok(()));
         assert_eq!(pauses, 3);
-        assert!(hub.send_to(a.id, Bytes::from_static(b"678")));
-        assert_eq!(hub.send_waiting(a.id, Bytes::from_static(b"9"), || true), Err(WaitError::Stopped));
-        assert!(!a.cancel.is_cancelled(), "waiting never cuts off the sender");
+        assert!(hub.send_to(a.id(), Bytes::from_static(b"678")));
+        assert_eq!(hub.send_waiting(a.id(), Bytes::from_static(b"9"), || true), Err(WaitError::Stopped));
+        assert!(!a.handle.cancel().is_cancelled(), "waiting never cuts off the sender");
     }
 }

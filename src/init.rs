@@ -6,56 +6,20 @@
 //!
 //! Callbacks run on the plug threads with the client as the "sender": in
 //! `on_connect`, `yield_msg` greets the new client and `broadcast` tells
-//! everyone else.
+//! everyone else. The `server` type itself is [`crate::plugs::host::server`].
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FnPtr, Scope, AST};
+use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Scope, AST};
 
 use crate::cancel::Cancel;
-use crate::hub::{ClientId, Hub};
-use crate::plugs::invoke;
+use crate::client::ClientHandle;
+use crate::hub::Hub;
+pub use crate::plugs::host::server::CLOSE_KICKED;
+use crate::plugs::host::server::{Hooks, ServerHandle};
+use crate::plugs::invoke::{self, Sender};
 use crate::plugs::Plugs;
-
-/// Close code for `server.kick_all()` (RFC 6455: normal closure).
-pub const CLOSE_KICKED: u16 = 1000;
-
-/// Callbacks registered by INIT.
-#[derive(Default)]
-struct Hooks {
-    on_connect: Mutex<Vec<FnPtr>>,
-    on_disconnect: Mutex<Vec<FnPtr>>,
-}
-
-/// What INIT's `server` parameter is (the Rhai type `Server`).
-#[derive(Clone)]
-pub struct ServerHandle {
-    hooks: Arc<Hooks>,
-    hub: Hub,
-}
-
-/// Register the `Server` type and its methods on the engine.
-pub fn register(engine: &mut Engine) {
-    engine
-        .register_type_with_name::<ServerHandle>("Server")
-        .register_fn("on_connect", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_connect, f))
-        .register_fn("on_disconnect", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_disconnect, f))
-        .register_fn("clients", |s: &mut ServerHandle| -> Array {
-            s.hub.ids().into_iter().map(|id| Dynamic::from(id as i64)).collect()
-        })
-        .register_fn("kick_all", |s: &mut ServerHandle| -> i64 {
-            let ids = s.hub.ids();
-            for id in &ids {
-                s.hub.close(*id, CLOSE_KICKED, "disconnected by the server");
-            }
-            ids.len() as i64
-        });
-}
-
-fn push(list: &Mutex<Vec<FnPtr>>, f: FnPtr) {
-    list.lock().unwrap_or_else(|e| e.into_inner()).push(f);
-}
 
 /// A loaded INIT script and the callbacks it registered.
 pub struct InitScript {
@@ -93,7 +57,7 @@ pub fn run_if_present(path: &Path, plugs: &Plugs, hub: &Hub) -> Result<Option<In
     engine.run_ast(&ast).map_err(|e| fail(format!("failed: {e}")))?;
     let hooks = Arc::new(Hooks::default());
     let handle = ServerHandle { hooks: hooks.clone(), hub: hub.clone() };
-    let inv = plugs.hook_invocation(0, "INIT", Cancel::new());
+    let inv = plugs.hook_invocation(Sender::Nobody, "INIT", Cancel::new());
     let _ = invoke::call_function(&engine, &ast, &inv, "INIT", vec![Dynamic::from(handle)])
         .map_err(|e| fail(init_failure(&e)))?;
     tracing::info!("ran {file}");
@@ -119,20 +83,22 @@ fn init_failure(err: &EvalAltResult) -> String {
 }
 
 impl InitScript {
-    /// A client connected; `cancel` stops its callbacks if it leaves.
-    pub fn connected(&self, id: ClientId, cancel: Cancel) {
-        self.fire(&self.hooks.on_connect, "connect", id, cancel);
+    /// A client connected; its callbacks stop if it leaves.
+    pub fn connected(&self, client: &ClientHandle) {
+        self.fire(&self.hooks.on_connect, "connect", client, client.cancel().clone());
     }
 
-    pub fn disconnected(&self, id: ClientId) {
-        self.fire(&self.hooks.on_disconnect, "disconnect", id, Cancel::new());
+    /// A client left; its callbacks run to the end (under the time limit).
+    pub fn disconnected(&self, client: &ClientHandle) {
+        self.fire(&self.hooks.on_disconnect, "disconnect", client, Cancel::new());
     }
 
-    fn fire(&self, list: &Mutex<Vec<FnPtr>>, event: &'static str, id: ClientId, cancel: Cancel) {
+    fn fire(&self, list: &Mutex<Vec<FnPtr>>, event: &'static str, client: &ClientHandle, cancel: Cancel) {
         let callbacks = list.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let id = client.id();
         for f in callbacks {
             let (engine, ast) = (self.engine.clone(), self.ast.clone());
-            let inv = self.plugs.hook_invocation(id, event, cancel.clone());
+            let inv = self.plugs.hook_invocation(Sender::Client(client.clone()), event, cancel.clone());
             self.plugs.spawn(move || {
                 let mut args: Vec<Dynamic> = f.curry().to_vec();
                 args.push(Dynamic::from(id as i64));

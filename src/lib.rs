@@ -11,7 +11,10 @@
 //! - [`protocol`]: the wire format, pure encode/decode, and the SYNC diff
 //!   ([`protocol::sync`]).
 //! - [`config`]: the key table, layered settings (defaults, file, env, CLI).
+//! - [`errors`]: the stable error codes of ERROR messages, in one table.
 //! - [`hub`]: connected clients: register, send to one, broadcast, remove.
+//! - [`client`]: one connected client's record (id, cancel flag), handed
+//!   out by the hub and carried by dispatch, invocations and hooks.
 //! - [`cancel`]: the flag that stops a gone client's running plugs.
 //! - [`plugs`]: the Rhai engine and host API, the registry, request
 //!   decoding, invocation and reply routing.
@@ -23,15 +26,19 @@
 //! - [`listener`]: the accept loop (TCP_NODELAY, optional TLS handshake).
 //! - [`upgrade`]: the WebSocket handshake, with socket buffers sized by us.
 //! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.
-//! - [`server`]: warp routes, the listener, start-up and shutdown.
+//! - [`app`]: the shared state of a running server ([`app::App`]).
+//! - [`server`]: start-up and shutdown: bind, serve, drain.
 //! - [`tls`]: `secure = true`: PEM certificate loading and the wss:// accept
 //!   loop (warp 0.4 has no TLS).
 //! - [`tools`]: `--generate` and `check`, for plug authors.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod cancel;
+pub mod client;
 pub mod config;
 pub mod connection;
+pub mod errors;
 pub mod http;
 pub mod hub;
 pub mod init;

@@ -112,7 +112,7 @@ fn run(cli: Cli, settings: Settings, stack: usize) -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> Result<(), server::StartError> {
-    let app = server::App::new(settings)?;
+    let app = ssocket::app::App::new(settings)?;
     let listener = server::bind(&app.settings).await?;
     if let Ok(addr) = listener.local_addr() {
         let scheme = if app.settings.secure { "wss" } else { "ws" };

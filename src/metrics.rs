@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::server::App;
+use crate::app::App;
 
 /// Resident set size of this process in bytes (Linux; None elsewhere).
 pub fn rss_bytes() -> Option<u64> {

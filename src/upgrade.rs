@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
-use crate::server::App;
+use crate::app::App;
 
 /// Bytes read from the socket at a time. Messages larger than this still
 /// arrive whole (the buffer grows for them, then is reused). tungstenite

@@ -39,3 +39,13 @@ fn readme_key_table_matches_the_key_table() {
     }
     assert_eq!(text, expected, "README key table is stale: run SSOCKET_BLESS=1 cargo test --test config_file");
 }
+
+#[test]
+fn readme_error_table_lists_every_error_code() {
+    let text = std::fs::read_to_string(repo("README.md")).unwrap();
+    let (_, section) = text.split_once("### Errors").expect("README has an Errors section");
+    for code in ssocket::errors::ErrorCode::ALL {
+        let row = format!("| `{}` |", code.as_str());
+        assert!(section.contains(&row), "README's error table has no row for `{code}`");
+    }
+}

@@ -759,7 +759,7 @@ async fn preload_reports_errors_at_start() {
     }
     let mut st = settings(dir.path());
     st.preload_plugs = true;
-    let app = ssocket::server::App::new(st).expect("a broken plug does not stop start-up");
+    let app = ssocket::app::App::new(st).expect("a broken plug does not stop start-up");
     let statuses = app.plugs.registry().statuses();
     let broken = statuses.iter().find(|p| p.name == "broken").unwrap();
     assert!(broken.error.is_some(), "compiled (and failed) at start: {broken:?}");

@@ -22,8 +22,9 @@ use rhai::{Array, CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, Immutabl
 use serde_json::json;
 
 use crate::cancel::Cancel;
-use crate::hub::ClientId;
-use crate::plugs::engine::runtime_error;
+use crate::client::{ClientHandle, ClientId};
+use crate::errors::ErrorCode;
+use crate::plugs::host::runtime_error;
 use crate::plugs::registry::Plug;
 use crate::plugs::request::Request;
 use crate::plugs::router::{Gone, Reply, Router};
@@ -32,14 +33,16 @@ use crate::protocol::EventType;
 /// The state of one running invocation, shared with host functions as the
 /// thread's current invocation (`CURRENT`).
 pub struct Invocation {
-    /// The sender: MESSAGE and SYNC replies go here.
-    pub client: ClientId,
+    /// Who the run is for: MESSAGE and SYNC replies go there.
+    pub sender: Sender,
     /// The request's event, the default event of replies.
     pub event: ImmutableString,
     /// The plug's name, for errors and logs.
     pub plug: ImmutableString,
-    /// Set when the sender disconnects: the plug stops at its next yield,
-    /// host call or check of the operation counter.
+    /// Set when the sender disconnects (or the server stops the run): the
+    /// plug stops at its next yield, host call or check of the operation
+    /// counter. A client's own flag, except in `on_disconnect`, which runs
+    /// after the client's flag has fired.
     pub cancel: Cancel,
     router: Router,
     /// The previous full message for SYNC diffs: starts as the raw request.
@@ -48,6 +51,25 @@ pub struct Invocation {
     deadline: Option<Instant>,
     /// Set when running inline on an async worker thread.
     inline: Option<InlineRun>,
+}
+
+/// Who an invocation runs for.
+#[derive(Clone, Debug)]
+pub enum Sender {
+    /// A connected client (or, in `on_disconnect`, one that just left).
+    Client(ClientHandle),
+    /// Nobody: INIT itself. `yield_msg` has no one to answer.
+    Nobody,
+}
+
+impl Sender {
+    /// The id plugs see as `msg.client`; 0 for nobody.
+    pub fn id(&self) -> ClientId {
+        match self {
+            Sender::Client(handle) => handle.id(),
+            Sender::Nobody => 0,
+        }
+    }
 }
 
 /// Script operations an inline run may take before it steps off the async
@@ -114,7 +136,7 @@ pub(crate) fn current_progress(ops: u64) -> Option<Dynamic> {
 }
 
 pub(crate) fn current_label() -> (ImmutableString, u64) {
-    CURRENT.with(|c| c.borrow().as_ref().map(|inv| (inv.plug.clone(), inv.client)).unwrap_or_default())
+    CURRENT.with(|c| c.borrow().as_ref().map(|inv| (inv.plug.clone(), inv.client_id())).unwrap_or_default())
 }
 
 fn terminated() -> Box<EvalAltResult> {
@@ -127,14 +149,19 @@ fn stop(token: &str) -> Box<EvalAltResult> {
 
 impl Invocation {
     pub fn new(
-        client: ClientId,
+        sender: Sender,
         event: ImmutableString,
         plug: ImmutableString,
         cancel: Cancel,
         router: Router,
         raw: Bytes,
     ) -> Invocation {
-        Invocation { client, event, plug, cancel, router, sync_base: Mutex::new(raw), deadline: None, inline: None }
+        Invocation { sender, event, plug, cancel, router, sync_base: Mutex::new(raw), deadline: None, inline: None }
+    }
+
+    /// The sender's id (`msg.client`); 0 when the run is for nobody.
+    pub fn client_id(&self) -> ClientId {
+        self.sender.id()
     }
 
     /// Run on the current async worker thread (see the module docs).
@@ -211,8 +238,9 @@ impl Invocation {
     /// `yield_msg(reply)`.
     pub fn yield_reply(&self, value: Dynamic, pos: Position) -> Result<(), Box<EvalAltResult>> {
         let reply = self.reply(value, pos)?;
+        let Sender::Client(client) = &self.sender else { return Err(terminated()) };
         let mut base = self.sync_base.lock().unwrap_or_else(|e| e.into_inner());
-        self.router.route(self.client, reply, &mut base, || self.pause()).map_err(|Gone| match self.check_alive() {
+        self.router.route(client.id(), reply, &mut base, || self.pause()).map_err(|Gone| match self.check_alive() {
             Err(stopped) => stopped,
             Ok(()) => terminated(),
         })
@@ -230,7 +258,7 @@ impl Invocation {
         if reply.event_type() == EventType::MESSAGE {
             reply.set_event_type(EventType::BROADCAST);
         }
-        Ok(self.router.broadcast(self.client, reply.encode(), || self.pause()) as i64)
+        Ok(self.router.broadcast(self.client_id(), reply.encode(), || self.pause()) as i64)
     }
 
     /// `send_to(id, reply)`: false when no such client is connected.
@@ -271,7 +299,7 @@ pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: Request) {
     map.insert("event".into(), msg.event.into());
     map.insert("payload".into(), msg.payload);
     map.insert("type".into(), (msg.event_type.0 as i64).into());
-    map.insert("client".into(), (inv.client as i64).into());
+    map.insert("client".into(), (inv.client_id() as i64).into());
     let msg_value = Dynamic::from_map(map);
 
     let _current = CurrentGuard::set(inv.clone());
@@ -302,8 +330,8 @@ pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: Request) {
 
 /// Call a script function with the host API available (`broadcast`,
 /// `send_to`, `clients`, `sleep`) outside any message: the INIT hook and its
-/// callbacks. `inv` gives the host functions their context; its client is
-/// the "sender" for broadcast's exclusion rule (0: nobody).
+/// callbacks. `inv` gives the host functions their context; its sender is
+/// the one broadcast's exclusion rule leaves out.
 pub fn call_function(
     engine: &Engine,
     ast: &rhai::AST,
@@ -322,18 +350,15 @@ fn report(inv: &Invocation, function: &str, err: &EvalAltResult) {
     let inner = innermost(err);
     let pos = err.position();
     let mut payload = match exceeded_limit(inner) {
-        Some(limit) => json!({
-            "error": "limit_exceeded",
-            "message": format!("plug `{}` was stopped: it exceeded {limit}", inv.plug),
-            "limit": limit,
-        }),
+        Some(limit) => ErrorCode::LimitExceeded
+            .payload(&format!("plug `{}` was stopped: it exceeded {limit}", inv.plug), json!({ "limit": limit })),
         None => {
             let message = match inner {
                 EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
                 _ => err.to_string(),
             };
             let message = strip_position(&message);
-            json!({"error": "script_error", "message": format!("plug `{}` failed: {message}", inv.plug)})
+            ErrorCode::ScriptError.payload(&format!("plug `{}` failed: {message}", inv.plug), json!({}))
         }
     };
     payload["plug"] = json!(inv.plug);
@@ -342,8 +367,8 @@ fn report(inv: &Invocation, function: &str, err: &EvalAltResult) {
         payload["line"] = json!(line);
         payload["column"] = json!(pos.position().unwrap_or(0));
     }
-    tracing::debug!(plug = %inv.plug, client = inv.client, "plug failed: {}", payload["message"]);
-    inv.router.error(inv.client, &inv.event, payload);
+    tracing::debug!(plug = %inv.plug, client = inv.client_id(), "plug failed: {}", payload["message"]);
+    inv.router.error(inv.client_id(), &inv.event, payload);
 }
 
 /// The error inside "error in function call" / "error in module" wrappers.

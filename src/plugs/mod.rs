@@ -1,7 +1,7 @@
 //! Plugs: the `.rhai` scripts that give the server its behaviour.
 //!
-//! - [`engine`]: the one Rhai `Engine`, its limits and the host API plugs
-//!   call (`yield_msg`, `broadcast`, `send_to`, `clients`, `sleep`).
+//! - [`engine`]: the one Rhai `Engine` and its limits.
+//! - [`host`]: the host API plugs call, one file per namespace.
 //! - [`registry`]: which event runs which compiled script.
 //! - [`request`]: a frame read into the values a plug sees, in one pass.
 //! - [`invoke`]: one run of a plug for one message.
@@ -13,6 +13,7 @@
 //! - [`watcher`]: recompiles plugs when their files change.
 
 pub mod engine;
+pub mod host;
 pub mod invoke;
 pub mod modules;
 pub mod pool;
@@ -28,9 +29,10 @@ use bytes::Bytes;
 use rhai::Engine;
 
 use crate::cancel::Cancel;
+use crate::client::ClientHandle;
 use crate::config::Settings;
-use crate::hub::{ClientId, Hub};
-use invoke::Invocation;
+use crate::hub::Hub;
+use invoke::{Invocation, Sender};
 use registry::{Lookup, Registry};
 use request::Request;
 use router::Router;
@@ -96,13 +98,14 @@ impl Plugs {
         });
     }
 
-    /// An invocation context for hook code, with `client` as the sender and
-    /// `event` as the default event. INIT itself (client 0, no sender) runs
-    /// without a time limit; callbacks run under `limits.timeoutMs`.
-    pub fn hook_invocation(&self, client: ClientId, event: &str, cancel: Cancel) -> Arc<Invocation> {
+    /// An invocation context for hook code, for `sender` and with `event`
+    /// as the default event. INIT itself (for nobody) runs without a time
+    /// limit; callbacks run under `limits.timeoutMs`.
+    pub fn hook_invocation(&self, sender: Sender, event: &str, cancel: Cancel) -> Arc<Invocation> {
         let router = self.router.clone();
-        let inv = Invocation::new(client, event.into(), "INIT".into(), cancel, router, Bytes::new());
-        Arc::new(if client == 0 { inv } else { inv.with_timeout(self.timeout) })
+        let timed = !matches!(sender, Sender::Nobody);
+        let inv = Invocation::new(sender, event.into(), "INIT".into(), cancel, router, Bytes::new());
+        Arc::new(if timed { inv.with_timeout(self.timeout) } else { inv })
     }
 
     /// Find the plug for `event`. A plug not compiled yet (`preloadPlugs =
@@ -127,8 +130,7 @@ impl Plugs {
     /// request as received: the base of the first SYNC diff.
     pub async fn dispatch(
         &self,
-        client: ClientId,
-        cancel: Cancel,
+        client: &ClientHandle,
         msg: Request,
         raw: Bytes,
         client_slots: &Arc<ClientSlots>,
@@ -137,15 +139,16 @@ impl Plugs {
         let plug = match self.lookup(&msg.event).await {
             Lookup::Found(plug) => plug,
             Lookup::NotFound => {
-                self.router.not_found(client, &msg.event);
+                self.router.not_found(client.id(), &msg.event);
                 return;
             }
             Lookup::Broken(err) => {
-                self.router.error(client, &msg.event, err.to_reply());
+                self.router.error(client.id(), &msg.event, err.to_reply());
                 return;
             }
         };
-        let inv = Invocation::new(client, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw)
+        let (sender, cancel) = (Sender::Client(client.clone()), client.cancel().clone());
+        let inv = Invocation::new(sender, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw)
             .with_timeout(self.timeout);
         let own = client_slots.acquire().await;
         let Ok(global) = self.slots.clone().acquire_owned().await else { return };

@@ -19,6 +19,7 @@ use rhai::{Engine, EvalAltResult, FnAccess, Scope, AST};
 use serde_json::json;
 
 use crate::config::Settings;
+use crate::errors::ErrorCode;
 use crate::plugs::engine;
 use crate::plugs::modules::{self, Deps, PlugResolver};
 
@@ -56,14 +57,13 @@ impl PlugError {
     /// The ERROR payload a client gets for this plug.
     pub fn to_reply(&self) -> serde_json::Value {
         match self {
-            PlugError::Compile { plug, line, column, message, .. } => json!({
-                "error": "compile_error",
-                "message": format!("plug `{plug}` does not compile: {message}"),
-                "plug": plug, "line": line, "column": column,
-            }),
-            PlugError::Shape { plug, .. } | PlugError::Io { plug, .. } => json!({
-                "error": "compile_error", "message": self.to_string(), "plug": plug,
-            }),
+            PlugError::Compile { plug, line, column, message, .. } => ErrorCode::CompileError.payload(
+                &format!("plug `{plug}` does not compile: {message}"),
+                json!({ "plug": plug, "line": line, "column": column }),
+            ),
+            PlugError::Shape { plug, .. } | PlugError::Io { plug, .. } => {
+                ErrorCode::CompileError.payload(&self.to_string(), json!({ "plug": plug }))
+            }
         }
     }
 }

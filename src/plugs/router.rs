@@ -10,6 +10,7 @@ use bytes::Bytes;
 use rhai::{Dynamic, Map};
 use serde_json::json;
 
+use crate::errors::ErrorCode;
 use crate::hub::{ClientId, Hub};
 use crate::protocol::{encode_parts, sync, EventType, ProtocolError, HEADER_LEN};
 
@@ -176,7 +177,7 @@ impl Router {
                 let patch = sync::diff(sync_base, &full);
                 *sync_base = full;
                 let msg = encode_parts(EventType::SYNC, &event, patch.as_bytes()).map(Bytes::from);
-                msg.unwrap_or_else(|e| error_bytes(&event, "script_error", &e.to_string(), json!({})))
+                msg.unwrap_or_else(|e| error_bytes(&event, ErrorCode::ScriptError, &e.to_string(), json!({})))
             }
             _ => reply.encode(),
         };
@@ -204,8 +205,10 @@ impl Router {
 
     pub fn not_found(&self, client: ClientId, event: &str) {
         let bytes = encode_parts(EventType::NOT_FOUND, event, b"{}").map(Bytes::from);
-        let _ =
-            self.to_client(client, bytes.unwrap_or_else(|e| error_bytes("", "bad_frame", &e.to_string(), json!({}))));
+        let _ = self.to_client(
+            client,
+            bytes.unwrap_or_else(|e| error_bytes("", ErrorCode::BadFrame, &e.to_string(), json!({}))),
+        );
     }
 
     /// Send an ERROR whose payload is the given JSON object.
@@ -215,12 +218,8 @@ impl Router {
 }
 
 /// An ERROR message: `{"error": code, "message": text, ...context}`.
-pub fn error_bytes(event: &str, code: &str, message: &str, context: serde_json::Value) -> Bytes {
-    let mut payload = json!({ "error": code, "message": message });
-    if let (Some(obj), serde_json::Value::Object(extra)) = (payload.as_object_mut(), context) {
-        obj.extend(extra);
-    }
-    error_from_value(event, &payload)
+pub fn error_bytes(event: &str, code: ErrorCode, message: &str, context: serde_json::Value) -> Bytes {
+    error_from_value(event, &code.payload(message, context))
 }
 
 fn error_from_value(event: &str, payload: &serde_json::Value) -> Bytes {
@@ -283,7 +282,7 @@ mod tests {
 
     #[test]
     fn error_payloads_carry_code_message_and_context() {
-        let bytes = error_bytes("e", "script_error", "boom", json!({"plug": "p", "line": 3}));
+        let bytes = error_bytes("e", ErrorCode::ScriptError, "boom", json!({"plug": "p", "line": 3}));
         let msg = decode(&bytes).unwrap();
         assert_eq!(msg.event_type, EventType::ERROR);
         let v: serde_json::Value = serde_json::from_str(&msg.payload).unwrap();
@@ -300,8 +299,8 @@ mod tests {
         let r =
             Reply::new(EventType::SYNC, "sync", &Dynamic::from_map(Map::from([("a".into(), Dynamic::from(1_i64))])));
         let r = r.unwrap();
-        router.route(client.id, r.clone(), &mut base, || true).unwrap();
-        router.route(client.id, r, &mut base, || true).unwrap();
+        router.route(client.id(), r.clone(), &mut base, || true).unwrap();
+        router.route(client.id(), r, &mut base, || true).unwrap();
         let mut held = request.to_vec();
         for _ in 0..2 {
             let Some(crate::hub::Outbound::Binary(b)) = client.rx.try_recv() else { panic!("no message") };

@@ -17,6 +17,8 @@ pub mod sync;
 
 use std::fmt;
 
+use crate::errors::ErrorCode;
+
 /// Bytes before the event name: length (4), type (1), event length (1).
 pub const HEADER_LEN: usize = 6;
 
@@ -93,8 +95,8 @@ pub enum ProtocolError {
 
 impl ProtocolError {
     /// The stable error code clients can match on (`error` field of ERROR).
-    pub fn code(&self) -> &'static str {
-        "bad_frame"
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::BadFrame
     }
 }
 

@@ -1,0 +1,117 @@
+//! The shared state of a running server, [`App`]: settings, the hub of
+//! connected clients, the plugs and the INIT hook. Every part of the server
+//! that needs the state takes an `App`; [`crate::server`] only starts and
+//! stops it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::client::ClientHandle;
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::init::{self, InitScript};
+use crate::plugs::pool;
+use crate::plugs::watcher::{self, Watcher};
+use crate::plugs::Plugs;
+
+/// Shared state of a running server: cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub settings: Arc<Settings>,
+    pub hub: Hub,
+    pub plugs: Plugs,
+    /// The TLS configuration, loaded at start-up when `secure`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The INIT hook's callbacks, if `INIT.rhai` exists.
+    pub init: Option<Arc<InitScript>>,
+    /// Set once shutdown begins: new messages are refused while running
+    /// plugs finish.
+    draining: Arc<AtomicBool>,
+    /// Live reload runs while this lives. A mutex only to make it `Sync`.
+    _watcher: Option<Arc<Mutex<Watcher>>>,
+}
+
+/// Why the server could not start. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(
+        "plugs folder {0} does not exist: create it, or run `ssocket --generate NAME` to write a first plug there"
+    )]
+    NoPlugsFolder(String),
+    #[error("cannot read plugs folder {path}: {message}")]
+    PlugsFolder { path: String, message: String },
+    #[error("cannot listen on {addr}: {message}")]
+    Bind { addr: String, message: String },
+    #[error("TLS file {file}: {message}")]
+    Tls { file: String, message: String },
+    #[error("start-up hook {0}")]
+    Init(#[from] init::InitError),
+}
+
+impl App {
+    /// Build the state and load the plugs (when `preloadPlugs`).
+    pub fn new(settings: Settings) -> Result<App, StartError> {
+        let folder = settings.plugs_folder.clone();
+        if !folder.is_dir() {
+            return Err(StartError::NoPlugsFolder(folder.display().to_string()));
+        }
+        let tls = if settings.secure {
+            Some(
+                crate::tls::load(&settings.tls.cert_file, &settings.tls.key_file)
+                    .map_err(|e| StartError::Tls { file: e.file.display().to_string(), message: e.message })?,
+            )
+        } else {
+            None
+        };
+        let hub = Hub::with_queue_limit(settings.limits.outbound_queue_bytes);
+        let plugs = Plugs::new(&settings, hub.clone());
+        let init = init::run_if_present(&settings.init_file, &plugs, &hub)?.map(Arc::new);
+        let (loaded, errors) = plugs
+            .registry()
+            .load_all()
+            .map_err(|e| StartError::PlugsFolder { path: folder.display().to_string(), message: e.to_string() })?;
+        let verb = if settings.preload_plugs { "loaded" } else { "found (compiled at first use)" };
+        tracing::info!("{verb} {loaded} plugs in {}{}", folder.display(), failed_note(errors.len()));
+        let watcher = match watcher::watch(plugs.registry().clone(), pool::stack_bytes(&settings.limits)) {
+            Ok(w) => Some(Arc::new(Mutex::new(w))),
+            Err(err) => {
+                tracing::warn!("live reload is off: cannot watch {}: {err}", folder.display());
+                None
+            }
+        };
+        let draining = Arc::new(AtomicBool::new(false));
+        Ok(App { settings: Arc::new(settings), hub, plugs, tls, init, draining, _watcher: watcher })
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// A client is registered: run INIT's `on_connect` callbacks.
+    pub fn connected(&self, client: &ClientHandle) {
+        if let Some(init) = &self.init {
+            init.connected(client);
+        }
+    }
+
+    /// A client is gone: run INIT's `on_disconnect` callbacks.
+    pub fn disconnected(&self, client: &ClientHandle) {
+        if let Some(init) = &self.init {
+            init.disconnected(client);
+        }
+    }
+
+    /// Refuse new messages from now on (shutdown has begun).
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+fn failed_note(n: usize) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {n} of them failed to compile (see above)")
+    }
+}
