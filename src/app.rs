@@ -10,6 +10,7 @@ use crate::client::ClientHandle;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::init::{self, InitScript};
+use crate::plugs::host::Services;
 use crate::plugs::pool;
 use crate::plugs::watcher::{self, Watcher};
 use crate::plugs::Plugs;
@@ -64,7 +65,8 @@ impl App {
             None
         };
         let hub = Hub::with_queue_limit(settings.limits.outbound_queue_bytes);
-        let plugs = Plugs::new(&settings, hub.clone());
+        let services = Services::local(&settings);
+        let plugs = Plugs::new(&settings, hub.clone(), &services);
         let init = init::run_if_present(&settings.init_file, &plugs, &hub)?.map(Arc::new);
         let (loaded, errors) = plugs
             .registry()

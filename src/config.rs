@@ -21,6 +21,9 @@ pub enum Kind {
     },
     Bool,
     Str,
+    /// A list of strings: a TOML array in a file, comma-separated in an
+    /// environment variable or on the command line (`--http.allow a,b`).
+    List,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
             Kind::Int { .. } => "integer",
             Kind::Bool => "bool",
             Kind::Str => "string",
+            Kind::List => "list",
         }
     }
 }
@@ -38,7 +42,8 @@ impl Kind {
 pub struct KeyDoc {
     pub key: &'static str,
     pub kind: Kind,
-    /// The default, written as it would be in TOML (strings unquoted).
+    /// The default, written as it would be on the command line (strings
+    /// unquoted, lists comma-separated).
     pub default: &'static str,
     pub doc: &'static str,
 }
@@ -78,6 +83,13 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "limits.maxInFlight", kind: POSITIVE, default: "256", doc: "Plug invocations running in the whole server; further messages wait, so no client can exhaust the plug threads." },
     KeyDoc { key: "limits.outboundQueueBytes", kind: POSITIVE, default: "16777216", doc: "Bytes queued for one client. A client that stops reading until its queue is full is disconnected (close code 4008); a plug yielding to its own slow client waits instead." },
     KeyDoc { key: "limits.messagesPerSecond", kind: NON_NEGATIVE, default: "500", doc: "Messages per second one client may send (bursts up to one second's worth); excess messages get ERROR `rate_limited`, and a client that keeps flooding is closed with code 1008. 0 = no limit." },
+    KeyDoc { key: "limits.connStateBytes", kind: POSITIVE, default: "65536", doc: "Bytes of `conn::` state one connection may hold (keys plus values as JSON); a `conn::set` past it throws a catchable `limit_exceeded` error." },
+    KeyDoc { key: "store.maxBytes", kind: POSITIVE, default: "67108864", doc: "Bytes the `store::` key/value store may hold in all (keys plus values as JSON); a write past it throws a catchable `limit_exceeded` error. Expired keys free their bytes." },
+    KeyDoc { key: "http.allow", kind: Kind::List, default: "", doc: "Where plugs may send HTTP requests with `http::`: origins (`https://api.example.com`, `http://127.0.0.1:9000`) and host patterns (`api.example.com`, `*.example.com`: that host or its subdomains, http or https, any port). Empty: plugs may call nothing." },
+    KeyDoc { key: "http.timeoutMs", kind: POSITIVE, default: "10000", doc: "Most time one `http::` request may take, connecting and reading the body included (a plug's `timeout_ms` option may set another); the plug's own `limits.timeoutMs` still applies." },
+    KeyDoc { key: "http.maxResponseBytes", kind: POSITIVE, default: "1048576", doc: "Largest response body `http::` accepts; a larger one is an `http_too_large` error, never truncated." },
+    KeyDoc { key: "http.maxConcurrent", kind: POSITIVE, default: "64", doc: "`http::` requests in flight in the whole server; further requests wait (under their time limits)." },
+    KeyDoc { key: "api.key", kind: Kind::Str, default: "", doc: "Turns on the HTTP API (`POST /api/publish`, `POST /api/call/EVENT`) for requests with `Authorization: Bearer <api.key>`. Empty: the API is off (404)." },
     KeyDoc { key: "memoryMetrics.isOn", kind: Kind::Bool, default: "false", doc: "Periodically log memory use." },
     KeyDoc { key: "memoryMetrics.interval", kind: POSITIVE, default: "5000", doc: "Milliseconds between memory logs." },
 ];
@@ -141,6 +153,40 @@ pub struct Settings {
     pub limits: Limits,
     pub memory_metrics_on: bool,
     pub memory_metrics_interval_ms: u64,
+    pub store: StoreSettings,
+    pub http: HttpSettings,
+    pub api: ApiSettings,
+}
+
+/// `store.*`.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub max_bytes: usize,
+}
+
+/// `http.*`: plugs' outgoing requests.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Origins and host patterns, as configured (checked at start-up).
+    pub allow: Vec<String>,
+    pub timeout_ms: u64,
+    pub max_response_bytes: usize,
+    pub max_concurrent: usize,
+}
+
+/// `api.*`: the HTTP API.
+#[derive(Clone, Default)]
+pub struct ApiSettings {
+    /// The bearer key; empty when the API is off.
+    pub key: String,
+}
+
+impl std::fmt::Debug for ApiSettings {
+    /// The key is a secret: settings are printed in logs and test output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = if self.key.is_empty() { "(off)" } else { "(set)" };
+        f.debug_struct("ApiSettings").field("key", &key).finish()
+    }
 }
 
 /// Per-invocation script limits (`limits.*`); 0 means no limit where allowed.
@@ -156,6 +202,7 @@ pub struct Limits {
     pub max_in_flight: usize,
     pub outbound_queue_bytes: usize,
     pub messages_per_second: u32,
+    pub conn_state_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -238,9 +285,18 @@ impl Settings {
                 max_in_flight: r.int("limits.maxInFlight")? as usize,
                 outbound_queue_bytes: r.int("limits.outboundQueueBytes")? as usize,
                 messages_per_second: r.int("limits.messagesPerSecond")?.min(u32::MAX as i64) as u32,
+                conn_state_bytes: r.int("limits.connStateBytes")? as usize,
             },
             memory_metrics_on: r.bool("memoryMetrics.isOn")?,
             memory_metrics_interval_ms: r.int("memoryMetrics.interval")? as u64,
+            store: StoreSettings { max_bytes: r.int("store.maxBytes")? as usize },
+            http: HttpSettings {
+                allow: r.list("http.allow")?,
+                timeout_ms: r.int("http.timeoutMs")? as u64,
+                max_response_bytes: r.int("http.maxResponseBytes")? as usize,
+                max_concurrent: r.int("http.maxConcurrent")? as usize,
+            },
+            api: ApiSettings { key: r.string("api.key")? },
         })
     }
 }
@@ -297,6 +353,19 @@ impl Reader<'_> {
             _ => Err(self.wrong(key, &v)),
         }
     }
+
+    /// A list of strings; every item must be a string.
+    fn list(&self, key: &str) -> Result<Vec<String>, ConfigError> {
+        let v = self.get(key);
+        let ValueKind::Array(items) = &v.kind else { return Err(self.wrong(key, &v)) };
+        items
+            .iter()
+            .map(|item| match &item.kind {
+                ValueKind::String(s) => Ok(s.clone()),
+                _ => Err(self.wrong(key, &v)),
+            })
+            .collect()
+    }
 }
 
 fn expected(kind: Kind) -> String {
@@ -305,7 +374,13 @@ fn expected(kind: Kind) -> String {
         Kind::Int { min, max } => format!("an integer from {min} to {max}"),
         Kind::Bool => "a bool (true or false)".to_owned(),
         Kind::Str => "a string".to_owned(),
+        Kind::List => "a list of strings (a TOML array; comma-separated on the command line)".to_owned(),
     }
+}
+
+/// A list value's items: comma-separated, trimmed, empty ones dropped.
+fn split_list(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// Convert text (from the command line, the environment or a default) to
@@ -327,6 +402,7 @@ fn parse_value(doc: &KeyDoc, text: &str, source_name: &str) -> Result<Value, Con
         }
         Kind::Bool => Value::from(text.trim().parse::<bool>().map_err(|_| wrong())?),
         Kind::Str => Value::from(text.to_owned()),
+        Kind::List => Value::from(split_list(text)),
     })
 }
 
@@ -417,7 +493,17 @@ pub fn cli_overrides(pairs: &[(String, Option<String>)]) -> Result<Vec<Override>
 
 /// The help text for one key.
 pub fn describe(doc: &KeyDoc) -> String {
-    format!("--{} <{}>  (default: {})\n    {}", doc.key, doc.kind.name(), doc.default, doc.doc)
+    format!("--{} <{}>  (default: {})\n    {}", doc.key, doc.kind.name(), shown_default(doc), doc.doc)
+}
+
+/// A default as help and the README show it: lists as TOML arrays, an
+/// empty string as `""`.
+fn shown_default(doc: &KeyDoc) -> String {
+    match doc.kind {
+        Kind::List => toml_literal(doc),
+        Kind::Str if doc.default.is_empty() => toml_literal(doc),
+        _ => doc.default.to_owned(),
+    }
 }
 
 /// The `--help` text: usage, then every key.
@@ -474,7 +560,7 @@ pub fn markdown_table() -> String {
             "| `{}` | {} | `{}` | {} |\n",
             doc.key,
             doc.kind.name(),
-            doc.default,
+            shown_default(doc),
             doc.doc.replace('|', "\\|")
         ));
     }
@@ -484,6 +570,10 @@ pub fn markdown_table() -> String {
 fn toml_literal(doc: &KeyDoc) -> String {
     match doc.kind {
         Kind::Str => format!("{:?}", doc.default),
+        Kind::List => {
+            let items: Vec<String> = split_list(doc.default).iter().map(|s| format!("{s:?}")).collect();
+            format!("[{}]", items.join(", "))
+        }
         _ => doc.default.to_owned(),
     }
 }
@@ -579,6 +669,38 @@ mod tests {
             ]
         );
         assert!(matches!(cli_overrides(&split.overrides), Err(ConfigError::MissingValue(k)) if k == "secure"));
+    }
+
+    #[test]
+    fn list_keys_come_from_toml_arrays_or_commas() {
+        let s = Settings::load(None, &[], &[]).unwrap();
+        assert!(s.http.allow.is_empty(), "nothing is allowed by default");
+        let (_d, path) = with_file("[http]\nallow = [\"https://a.example\", \"*.b.example\"]\n");
+        let s = Settings::load(Some(&path), &[], &[]).unwrap();
+        assert_eq!(s.http.allow, vec!["https://a.example", "*.b.example"]);
+        let env = vec![("SSOCKET_HTTP__ALLOW".to_string(), "http://127.0.0.1:9000, x.example".to_string())];
+        let s = Settings::load(Some(&path), &env, &[]).unwrap();
+        assert_eq!(s.http.allow, vec!["http://127.0.0.1:9000", "x.example"]);
+        let s = Settings::load(Some(&path), &env, &cli(&[("http.allow", "a.example,,b.example ")])).unwrap();
+        assert_eq!(s.http.allow, vec!["a.example", "b.example"]);
+        let s = Settings::load(Some(&path), &[], &cli(&[("http.allow", "")])).unwrap();
+        assert!(s.http.allow.is_empty(), "an empty value clears the list");
+    }
+
+    #[test]
+    fn a_list_key_given_something_else_in_a_file_is_named() {
+        for bad in ["allow = \"https://a.example\"", "allow = [1, 2]", "allow = true"] {
+            let (_d, path) = with_file(&format!("[http]\n{bad}\n"));
+            let err = Settings::load(Some(&path), &[], &[]).unwrap_err().to_string();
+            assert!(err.contains("`http.allow`") && err.contains("list of strings"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_api_key_is_not_printed() {
+        let s = Settings::load(None, &[], &cli(&[("api.key", "hunter2")])).unwrap();
+        assert_eq!(s.api.key, "hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 
     #[test]

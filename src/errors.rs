@@ -25,6 +25,16 @@ pub enum ErrorCode {
     RateLimited,
     /// The server is stopping and takes no new messages.
     ShuttingDown,
+    /// A host function got an argument it cannot use (an empty key, a TTL
+    /// of 0, a value with no JSON form, ...).
+    BadArgument,
+    /// A store key holds another kind of value than the operation needs.
+    WrongType,
+    /// The store cannot be reached (Redis is down).
+    StoreUnavailable,
+    /// Code that runs for no client (INIT, a timer) used something that
+    /// needs one (`yield_msg`, `conn::`).
+    NoClient,
 }
 
 impl ErrorCode {
@@ -38,6 +48,10 @@ impl ErrorCode {
         ErrorCode::LimitExceeded,
         ErrorCode::RateLimited,
         ErrorCode::ShuttingDown,
+        ErrorCode::BadArgument,
+        ErrorCode::WrongType,
+        ErrorCode::StoreUnavailable,
+        ErrorCode::NoClient,
     ];
 
     /// The code as clients see it.
@@ -51,6 +65,10 @@ impl ErrorCode {
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::BadArgument => "bad_argument",
+            ErrorCode::WrongType => "wrong_type",
+            ErrorCode::StoreUnavailable => "store_unavailable",
+            ErrorCode::NoClient => "no_client",
         }
     }
 

@@ -28,6 +28,7 @@
 //! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.
 //! - [`app`]: the shared state of a running server ([`app::App`]).
 //! - [`server`]: start-up and shutdown: bind, serve, drain.
+//! - [`store`]: the `store::` key/value store behind one trait, in memory.
 //! - [`tls`]: `secure = true`: PEM certificate loading and the wss:// accept
 //!   loop (warp 0.4 has no TLS).
 //! - [`tools`]: `--generate` and `check`, for plug authors.
@@ -48,6 +49,7 @@ pub mod metrics;
 pub mod plugs;
 pub mod protocol;
 pub mod server;
+pub mod store;
 pub mod tls;
 pub mod tools;
 pub mod upgrade;

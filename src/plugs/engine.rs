@@ -26,7 +26,7 @@ const CANCEL_CHECK_EVERY: u64 = 256;
 
 /// The engine, resolving imports through `resolver` (shared so the
 /// registry can invalidate its cache when a module file changes).
-pub fn build(resolver: Arc<PlugResolver>, limits: &Limits) -> Engine {
+pub fn build(resolver: Arc<PlugResolver>, limits: &Limits, services: &host::Services) -> Engine {
     let mut engine = Engine::new();
     engine.set_module_resolver(SharedResolver(resolver));
     engine.set_max_call_levels(limits.max_call_depth);
@@ -52,7 +52,7 @@ pub fn build(resolver: Arc<PlugResolver>, limits: &Limits) -> Engine {
         let (plug, client) = invoke::current_label();
         tracing::debug!(target: "ssocket::plug", plug = plug.as_str(), client, line = pos.line(), "{text}");
     });
-    host::register(&mut engine);
+    host::register(&mut engine, services);
     engine
 }
 

@@ -164,6 +164,14 @@ impl Invocation {
         self.sender.id()
     }
 
+    /// The `conn::` state of the client the run is for, if any.
+    pub fn conn_state(&self) -> Option<&crate::client::ConnState> {
+        match &self.sender {
+            Sender::Client(client) => Some(client.state()),
+            Sender::Nobody => None,
+        }
+    }
+
     /// Run on the current async worker thread (see the module docs).
     pub fn inline(mut self, plug: Arc<Plug>) -> Invocation {
         self.inline = Some(InlineRun { plug, next_escape: std::sync::atomic::AtomicU64::new(INLINE_BUDGET_OPS) });
@@ -344,31 +352,58 @@ pub fn call_function(
     engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, name, args)
 }
 
-/// Tell the sender which plug failed, where and why: `limit_exceeded`
-/// (naming the limit) or `script_error`.
+/// Tell the sender which plug failed, where and why.
 fn report(inv: &Invocation, function: &str, err: &EvalAltResult) {
+    let payload = error_payload(&inv.plug, function, err);
+    tracing::debug!(plug = %inv.plug, client = inv.client_id(), "plug failed: {}", payload["message"]);
+    inv.router.error(inv.client_id(), &inv.event, payload);
+}
+
+/// The ERROR payload for a run of `plug`'s `function` that failed with
+/// `err`: `limit_exceeded` (naming the limit), the code of a thrown map
+/// like `#{error: "code", message: "..."}` (what host functions throw, and
+/// what plugs may throw to choose their own code), or `script_error`; with
+/// the plug, the function and, when known, the line and column.
+pub fn error_payload(plug: &str, function: &str, err: &EvalAltResult) -> serde_json::Value {
     let inner = innermost(err);
     let pos = err.position();
-    let mut payload = match exceeded_limit(inner) {
-        Some(limit) => ErrorCode::LimitExceeded
-            .payload(&format!("plug `{}` was stopped: it exceeded {limit}", inv.plug), json!({ "limit": limit })),
-        None => {
-            let message = match inner {
-                EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
-                _ => err.to_string(),
-            };
-            let message = strip_position(&message);
-            ErrorCode::ScriptError.payload(&format!("plug `{}` failed: {message}", inv.plug), json!({}))
-        }
+    let thrown = match inner {
+        EvalAltResult::ErrorRuntime(value, _) => coded(value),
+        _ => None,
     };
-    payload["plug"] = json!(inv.plug);
+    let mut payload = if let Some(limit) = exceeded_limit(inner) {
+        ErrorCode::LimitExceeded
+            .payload(&format!("plug `{plug}` was stopped: it exceeded {limit}"), json!({ "limit": limit }))
+    } else if let Some(mut thrown) = thrown {
+        let message = thrown.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_owned();
+        thrown["message"] = json!(format!("plug `{plug}` failed: {message}"));
+        thrown
+    } else {
+        let message = match inner {
+            EvalAltResult::ErrorRuntime(value, _) => value.to_string(),
+            _ => err.to_string(),
+        };
+        let message = strip_position(&message);
+        ErrorCode::ScriptError.payload(&format!("plug `{plug}` failed: {message}"), json!({}))
+    };
+    payload["plug"] = json!(plug);
     payload["function"] = json!(function);
     if let Some(line) = pos.line() {
         payload["line"] = json!(line);
         payload["column"] = json!(pos.position().unwrap_or(0));
     }
-    tracing::debug!(plug = %inv.plug, client = inv.client_id(), "plug failed: {}", payload["message"]);
-    inv.router.error(inv.client_id(), &inv.event, payload);
+    payload
+}
+
+/// A thrown map with a string `error` field, as JSON: an error that
+/// carries its own code.
+fn coded(value: &Dynamic) -> Option<serde_json::Value> {
+    if !value.is_map() {
+        return None;
+    }
+    let json = serde_json::to_value(value).ok()?;
+    json.get("error")?.as_str().filter(|code| !code.is_empty())?;
+    Some(json)
 }
 
 /// The error inside "error in function call" / "error in module" wrappers.

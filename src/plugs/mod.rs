@@ -8,6 +8,8 @@
 //! - [`pool`]: the threads plugs run on, off the async workers, and the
 //!   stack every thread that runs plug code needs.
 //! - [`router`]: the one place that decides where a reply goes.
+//! - [`values`]: Rhai values as JSON text, for what outlives a run (the
+//!   store, `conn::` state, HTTP bodies).
 //! - [`modules`]: what `import` may load (plug modules, the stdlib) and
 //!   which plugs depend on which modules.
 //! - [`watcher`]: recompiles plugs when their files change.
@@ -20,6 +22,7 @@ pub mod pool;
 pub mod registry;
 pub mod request;
 pub mod router;
+pub mod values;
 pub mod watcher;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,10 +57,11 @@ pub struct Plugs {
 }
 
 impl Plugs {
-    /// Build the engine and the registry (without loading anything yet).
-    pub fn new(settings: &Settings, hub: Hub) -> Plugs {
+    /// Build the engine with the host API over `services`, and the
+    /// registry (without loading anything yet).
+    pub fn new(settings: &Settings, hub: Hub, services: &host::Services) -> Plugs {
         let resolver = Arc::new(modules::PlugResolver::new(settings.plugs_folder.clone()));
-        let engine = Arc::new(engine::build(resolver.clone(), &settings.limits));
+        let engine = Arc::new(engine::build(resolver.clone(), &settings.limits, services));
         let registry = Arc::new(Registry::new(engine.clone(), resolver, settings));
         // Building a current-thread runtime starts no threads; it fails only
         // if the OS refuses basic resources, when nothing could run anyway.

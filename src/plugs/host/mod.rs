@@ -6,6 +6,13 @@
 //!   `unix_time_ms` and the `EventType::` constants.
 //! - [`server`]: INIT's `Server` type (`on_connect`, `on_disconnect`,
 //!   `clients`, `kick_all`).
+//! - [`store`]: `store::`, the shared key/value store.
+//! - [`conn`]: `conn::`, per-connection state.
+//!
+//! A host function that fails throws a map like an ERROR payload,
+//! `#{error: "limit_exceeded", message: "...", limit: "store.maxBytes"}`:
+//! a plug can `catch` it and test `e.error`, and an uncaught one reaches
+//! the client with that code.
 //!
 //! Host functions find the invocation they serve as the thread's current
 //! one (set by [`crate::plugs::invoke`] for the length of a run), so a
@@ -13,22 +20,46 @@
 //! the parameter, or call it from helpers and closures: all reach the same
 //! invocation.
 
+pub mod conn;
 pub mod global;
 pub mod server;
+pub mod store;
 
 use std::sync::Arc;
 
-use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, NativeCallContext, Position};
+use rhai::{Dynamic, Engine, EvalAltResult, FuncRegistration, Map, NativeCallContext, Position};
 
+use crate::errors::ErrorCode;
 use crate::plugs::invoke::{self, Invocation};
 
 /// What a host function returns: a value, or an error the script sees.
 pub type HostResult<T> = Result<T, Box<EvalAltResult>>;
 
+/// The server's services host functions reach: shared by every run, so
+/// they are captured when the engine is built rather than looked up.
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn crate::store::Store>,
+    /// `limits.connStateBytes`.
+    pub conn_state_bytes: usize,
+}
+
+impl Services {
+    /// What a single node uses: the store in memory.
+    pub fn local(settings: &crate::config::Settings) -> Services {
+        Services {
+            store: Arc::new(crate::store::memory::MemoryStore::new(settings.store.max_bytes)),
+            conn_state_bytes: settings.limits.conn_state_bytes,
+        }
+    }
+}
+
 /// Register every namespace on `engine`.
-pub fn register(engine: &mut Engine) {
+pub fn register(engine: &mut Engine, services: &Services) {
     global::register(engine);
     server::register(engine);
+    store::register(engine, services.store.clone());
+    conn::register(engine, services.conn_state_bytes);
 }
 
 /// Volatile so the optimizer never runs these at compile time: each has
@@ -47,4 +78,22 @@ pub(crate) fn invocation(ctx: &NativeCallContext, name: &str) -> HostResult<Arc<
 
 pub(crate) fn runtime_error(message: impl Into<String>, pos: Position) -> Box<EvalAltResult> {
     Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(message.into()), pos))
+}
+
+/// A catchable error with a stable code: the thrown value is a map
+/// `#{error, message, ...context}`, the shape of an ERROR payload.
+pub(crate) fn host_error(
+    code: ErrorCode,
+    message: &str,
+    context: serde_json::Value,
+    pos: Position,
+) -> Box<EvalAltResult> {
+    let payload = code.payload(message, context);
+    let value = rhai::serde::to_dynamic(&payload).unwrap_or_else(|_| {
+        let mut map = Map::new();
+        map.insert("error".into(), code.as_str().into());
+        map.insert("message".into(), message.into());
+        map.into()
+    });
+    Box::new(EvalAltResult::ErrorRuntime(value, pos))
 }
