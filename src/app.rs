@@ -14,6 +14,7 @@ use crate::plugs::host::Services;
 use crate::plugs::pool;
 use crate::plugs::watcher::{self, Watcher};
 use crate::plugs::Plugs;
+use crate::timers::Timers;
 
 /// Shared state of a running server: cheap to clone.
 #[derive(Clone)]
@@ -25,6 +26,8 @@ pub struct App {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The INIT hook's callbacks, if `INIT.rhai` exists.
     pub init: Option<Arc<InitScript>>,
+    /// INIT's timers; stopped when shutdown begins.
+    pub timers: Timers,
     /// Set once shutdown begins: new messages are refused while running
     /// plugs finish.
     draining: Arc<AtomicBool>,
@@ -45,6 +48,8 @@ pub enum StartError {
     Bind { addr: String, message: String },
     #[error("TLS file {file}: {message}")]
     Tls { file: String, message: String },
+    #[error("{0}")]
+    Config(String),
     #[error("start-up hook {0}")]
     Init(#[from] init::InitError),
 }
@@ -65,9 +70,10 @@ impl App {
             None
         };
         let hub = Hub::with_queue_limit(settings.limits.outbound_queue_bytes);
-        let services = Services::local(&settings);
+        let services = Services::local(&settings).map_err(|e| StartError::Config(e.to_string()))?;
         let plugs = Plugs::new(&settings, hub.clone(), &services);
-        let init = init::run_if_present(&settings.init_file, &plugs, &hub)?.map(Arc::new);
+        let timers = Timers::new();
+        let init = init::run_if_present(&settings.init_file, &plugs, &hub, &timers)?;
         let (loaded, errors) = plugs
             .registry()
             .load_all()
@@ -82,7 +88,7 @@ impl App {
             }
         };
         let draining = Arc::new(AtomicBool::new(false));
-        Ok(App { settings: Arc::new(settings), hub, plugs, tls, init, draining, _watcher: watcher })
+        Ok(App { settings: Arc::new(settings), hub, plugs, tls, init, timers, draining, _watcher: watcher })
     }
 
     /// True once shutdown has begun.
@@ -104,9 +110,10 @@ impl App {
         }
     }
 
-    /// Refuse new messages from now on (shutdown has begun).
+    /// Refuse new messages and stop the timers (shutdown has begun).
     pub fn begin_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.timers.stop();
     }
 }
 

@@ -1,7 +1,7 @@
 //! A cancellation flag that blocking plug threads can both poll cheaply and
 //! sleep on: set when a client disconnects (or the server stops), it wakes
 //! every `sleep` of that client's plugs at once instead of letting them run
-//! out.
+//! out, and every async wait on it (a plug's HTTP request).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -21,6 +21,8 @@ struct Inner {
     /// means a sleeper cannot miss the wake-up between its check and wait.
     lock: Mutex<()>,
     wake: Condvar,
+    /// For async waiters ([`Cancel::cancelled`]).
+    notify: tokio::sync::Notify,
 }
 
 impl Cancel {
@@ -32,6 +34,21 @@ impl Cancel {
         self.inner.cancelled.store(true, Ordering::SeqCst);
         let _guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.inner.wake.notify_all();
+        self.inner.notify.notify_waiters();
+    }
+
+    /// Resolves once cancelled.
+    pub async fn cancelled(&self) {
+        loop {
+            let notified = self.inner.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a cancel in between wakes it.
+            notified.as_mut().enable();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn is_cancelled(&self) -> bool {
@@ -81,6 +98,20 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         c.cancel();
         assert!(t.join().unwrap());
+    }
+
+    #[tokio::test]
+    async fn cancelled_resolves_for_async_waiters() {
+        let c = Cancel::new();
+        let waiter = tokio::spawn({
+            let c = c.clone();
+            async move { c.cancelled().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished());
+        c.cancel();
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), c.cancelled()).await.expect("already cancelled");
     }
 
     #[test]

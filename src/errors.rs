@@ -35,6 +35,21 @@ pub enum ErrorCode {
     /// Code that runs for no client (INIT, a timer) used something that
     /// needs one (`yield_msg`, `conn::`).
     NoClient,
+    /// An `http::` request to a place `http.allow` does not list (or a
+    /// redirect there, or a URL with credentials or another scheme).
+    HttpDenied,
+    /// An `http::` request took longer than its time limit.
+    HttpTimeout,
+    /// An `http::` request failed on the network (refused, DNS, TLS, reset).
+    HttpFailed,
+    /// An `http::` response was larger than `http.maxResponseBytes`.
+    HttpTooLarge,
+    /// The HTTP API (or, later, a WebSocket upgrade) got no key or a wrong one.
+    Unauthorized,
+    /// An HTTP API request whose body or path is malformed.
+    BadRequest,
+    /// An HTTP API request for an event no plug answers, or the API is off.
+    NotFound,
 }
 
 impl ErrorCode {
@@ -52,6 +67,13 @@ impl ErrorCode {
         ErrorCode::WrongType,
         ErrorCode::StoreUnavailable,
         ErrorCode::NoClient,
+        ErrorCode::HttpDenied,
+        ErrorCode::HttpTimeout,
+        ErrorCode::HttpFailed,
+        ErrorCode::HttpTooLarge,
+        ErrorCode::Unauthorized,
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
     ];
 
     /// The code as clients see it.
@@ -69,6 +91,13 @@ impl ErrorCode {
             ErrorCode::WrongType => "wrong_type",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::NoClient => "no_client",
+            ErrorCode::HttpDenied => "http_denied",
+            ErrorCode::HttpTimeout => "http_timeout",
+            ErrorCode::HttpFailed => "http_failed",
+            ErrorCode::HttpTooLarge => "http_too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::NotFound => "not_found",
         }
     }
 

@@ -20,9 +20,12 @@ pub use crate::plugs::host::server::CLOSE_KICKED;
 use crate::plugs::host::server::{Hooks, ServerHandle};
 use crate::plugs::invoke::{self, Sender};
 use crate::plugs::Plugs;
+use crate::timers::{TimerId, Timers};
 
 /// A loaded INIT script and the callbacks it registered.
 pub struct InitScript {
+    /// The file, for log lines.
+    file: String,
     ast: Arc<AST>,
     hooks: Arc<Hooks>,
     engine: Arc<Engine>,
@@ -37,8 +40,13 @@ pub struct InitError {
     pub message: String,
 }
 
-/// Run `path`'s `INIT(server)` if the file exists.
-pub fn run_if_present(path: &Path, plugs: &Plugs, hub: &Hub) -> Result<Option<InitScript>, InitError> {
+/// Run `path`'s `INIT(server)` if the file exists; then its timers start.
+pub fn run_if_present(
+    path: &Path,
+    plugs: &Plugs,
+    hub: &Hub,
+    timers: &Timers,
+) -> Result<Option<Arc<InitScript>>, InitError> {
     if !path.exists() {
         return Ok(None);
     }
@@ -56,29 +64,27 @@ pub fn run_if_present(path: &Path, plugs: &Plugs, hub: &Hub) -> Result<Option<In
     // Top-level statements (imports, constants) run once, here.
     engine.run_ast(&ast).map_err(|e| fail(format!("failed: {e}")))?;
     let hooks = Arc::new(Hooks::default());
-    let handle = ServerHandle { hooks: hooks.clone(), hub: hub.clone() };
-    let inv = plugs.hook_invocation(Sender::Nobody, "INIT", Cancel::new());
+    let handle = ServerHandle { hooks: hooks.clone(), hub: hub.clone(), timers: timers.clone() };
+    let inv = plugs.init_invocation();
     let _ = invoke::call_function(&engine, &ast, &inv, "INIT", vec![Dynamic::from(handle)])
-        .map_err(|e| fail(init_failure(&e)))?;
+        .map_err(|e| fail(format!("INIT failed: {}", failure("INIT", &e))))?;
     tracing::info!("ran {file}");
-    Ok(Some(InitScript { ast: Arc::new(ast), hooks, engine, plugs: plugs.clone() }))
+    let script = Arc::new(InitScript { file, ast: Arc::new(ast), hooks, engine, plugs: plugs.clone() });
+    let runner = script.clone();
+    timers.start(Arc::new(move |id, f, done| runner.run_timer(id, f, done)));
+    Ok(Some(script))
 }
 
-/// The message for an `INIT` that failed. INIT has no client, so a
-/// `yield_msg` in it has nowhere to go and stops the run as if a client had
-/// left; say so instead of Rhai's bare "Script terminated".
-fn init_failure(err: &EvalAltResult) -> String {
-    let mut inner = err;
-    while let EvalAltResult::ErrorInFunctionCall(_, _, next, _) = inner {
-        inner = next;
-    }
-    match inner {
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == "client disconnected" => {
-            "INIT failed: `yield_msg` has no client to answer during INIT (nobody is connected yet); \
-             use `broadcast` or `send_to`, or yield from an `on_connect` callback"
-                .to_owned()
-        }
-        _ => format!("INIT failed: {err}"),
+/// What went wrong in a run of INIT's code, with the line: `message (line
+/// L, column C)`.
+fn failure(function: &str, err: &EvalAltResult) -> String {
+    let payload = invoke::error_payload("INIT", function, err);
+    let message = payload["message"].as_str().unwrap_or_default();
+    let message = message.strip_prefix("plug `INIT` failed: ").unwrap_or(message);
+    let message = message.strip_prefix("plug `INIT` was stopped: ").unwrap_or(message);
+    match (payload["line"].as_u64(), payload["column"].as_u64()) {
+        (Some(line), Some(column)) => format!("{message} (line {line}, column {column})"),
+        _ => message.to_owned(),
     }
 }
 
@@ -109,5 +115,19 @@ impl InitScript {
                 }
             });
         }
+    }
+
+    /// Run timer `id`'s callback on the plug threads, under the plug
+    /// limits and for no client; a failure is logged with the file and
+    /// line, and the timer keeps going.
+    fn run_timer(&self, id: TimerId, f: FnPtr, done: Box<dyn FnOnce() + Send>) {
+        let (engine, ast, file) = (self.engine.clone(), self.ast.clone(), self.file.clone());
+        let inv = self.plugs.hook_invocation(Sender::Nobody, "timer", Cancel::new());
+        self.plugs.spawn(move || {
+            if let Err(err) = invoke::call_function(&engine, &ast, &inv, f.fn_name(), f.curry().to_vec()) {
+                tracing::error!(timer = id, "{file}: timer {id} failed: {}", failure(f.fn_name(), &err));
+            }
+            done();
+        });
     }
 }

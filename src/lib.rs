@@ -12,6 +12,7 @@
 //!   ([`protocol::sync`]).
 //! - [`config`]: the key table, layered settings (defaults, file, env, CLI).
 //! - [`errors`]: the stable error codes of ERROR messages, in one table.
+//! - [`egress`]: plugs' outgoing HTTP (`http::`): allowlist, limits, client.
 //! - [`hub`]: connected clients: register, send to one, broadcast, remove.
 //! - [`client`]: one connected client's record (id, cancel flag), handed
 //!   out by the hub and carried by dispatch, invocations and hooks.
@@ -20,12 +21,14 @@
 //!   decoding, invocation and reply routing.
 //! - [`init`]: the `INIT.rhai` start-up hook and its connect/disconnect
 //!   callbacks.
+//! - [`timers`]: INIT's `server.every` / `server.after` timers.
 //! - [`logs`]: console logging and the in-memory ring of recent entries.
 //! - [`metrics`]: the periodic memory/connections report.
 //! - [`connection`]: one client's socket: reader loop and writer task.
 //! - [`listener`]: the accept loop (TCP_NODELAY, optional TLS handshake).
 //! - [`upgrade`]: the WebSocket handshake, with socket buffers sized by us.
 //! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.
+//! - [`api`]: the HTTP API: `POST /api/publish`, `POST /api/call/EVENT`.
 //! - [`app`]: the shared state of a running server ([`app::App`]).
 //! - [`server`]: start-up and shutdown: bind, serve, drain.
 //! - [`store`]: the `store::` key/value store behind one trait, in memory.
@@ -34,11 +37,13 @@
 //! - [`tools`]: `--generate` and `check`, for plug authors.
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod cancel;
 pub mod client;
 pub mod config;
 pub mod connection;
+pub mod egress;
 pub mod errors;
 pub mod http;
 pub mod hub;
@@ -50,6 +55,7 @@ pub mod plugs;
 pub mod protocol;
 pub mod server;
 pub mod store;
+pub mod timers;
 pub mod tls;
 pub mod tools;
 pub mod upgrade;

@@ -46,9 +46,10 @@ async fn wait_until(deadline: Duration, done: impl Fn() -> bool) -> bool {
     .is_ok()
 }
 
-/// The WebSocket endpoint at `/`, then the plain HTTP routes of [`crate::http`].
+/// The WebSocket endpoint at `/`, the HTTP API of [`crate::api`], then
+/// the plain HTTP routes of [`crate::http`].
 pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
-    crate::upgrade::route(app.clone()).or(crate::http::routes(app))
+    crate::upgrade::route(app.clone()).or(crate::api::routes(app.clone())).or(crate::http::routes(app))
 }
 
 /// Serve on `listener` until `shutdown` resolves; then stop accepting, let

@@ -91,7 +91,8 @@ pub fn check(settings: &Settings) -> Result<CheckReport, String> {
     if !folder.is_dir() {
         return Err(format!("plugs folder {} does not exist", folder.display()));
     }
-    let plugs = Plugs::new(settings, Hub::new(), &crate::plugs::host::Services::local(settings));
+    let services = crate::plugs::host::Services::local(settings).map_err(|e| e.to_string())?;
+    let plugs = Plugs::new(settings, Hub::new(), &services);
     let registry: &Arc<_> = plugs.registry();
     let mut files = Vec::new();
     collect_all_rhai(folder, &mut files).map_err(|e| format!("cannot read {}: {e}", folder.display()))?;

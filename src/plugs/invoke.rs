@@ -24,6 +24,7 @@ use serde_json::json;
 use crate::cancel::Cancel;
 use crate::client::{ClientHandle, ClientId};
 use crate::errors::ErrorCode;
+use crate::plugs::call::CallSink;
 use crate::plugs::host::runtime_error;
 use crate::plugs::registry::Plug;
 use crate::plugs::request::Request;
@@ -54,20 +55,22 @@ pub struct Invocation {
 }
 
 /// Who an invocation runs for.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Sender {
     /// A connected client (or, in `on_disconnect`, one that just left).
     Client(ClientHandle),
-    /// Nobody: INIT itself. `yield_msg` has no one to answer.
+    /// An HTTP API call: replies are collected for the HTTP response.
+    Call(Arc<CallSink>),
+    /// Nobody: INIT itself, or a timer. `yield_msg` has no one to answer.
     Nobody,
 }
 
 impl Sender {
-    /// The id plugs see as `msg.client`; 0 for nobody.
+    /// The id plugs see as `msg.client`; 0 for an HTTP call or nobody.
     pub fn id(&self) -> ClientId {
         match self {
             Sender::Client(handle) => handle.id(),
-            Sender::Nobody => 0,
+            Sender::Call(_) | Sender::Nobody => 0,
         }
     }
 }
@@ -139,6 +142,15 @@ pub(crate) fn current_label() -> (ImmutableString, u64) {
     CURRENT.with(|c| c.borrow().as_ref().map(|inv| (inv.plug.clone(), inv.client_id())).unwrap_or_default())
 }
 
+/// `yield_msg` where the run is for nobody.
+fn no_client(name: &str, pos: Position) -> Box<EvalAltResult> {
+    let message = format!(
+        "{name}: this code runs for no client (INIT itself, or a timer), so there is nobody to answer; \
+         use broadcast or send_to, or yield from an on_connect callback"
+    );
+    crate::plugs::host::host_error(ErrorCode::NoClient, &message, json!({}), pos)
+}
+
 fn terminated() -> Box<EvalAltResult> {
     stop(DISCONNECTED)
 }
@@ -168,6 +180,7 @@ impl Invocation {
     pub fn conn_state(&self) -> Option<&crate::client::ConnState> {
         match &self.sender {
             Sender::Client(client) => Some(client.state()),
+            Sender::Call(sink) => Some(&sink.state),
             Sender::Nobody => None,
         }
     }
@@ -176,6 +189,18 @@ impl Invocation {
     pub fn inline(mut self, plug: Arc<Plug>) -> Invocation {
         self.inline = Some(InlineRun { plug, next_escape: std::sync::atomic::AtomicU64::new(INLINE_BUDGET_OPS) });
         self
+    }
+
+    /// Run `wait`, a blocking wait that ends early on this run's cancel
+    /// flag or deadline (an HTTP request), off the async worker.
+    pub(crate) fn wait<T>(&self, wait: impl FnOnce(&Cancel, Option<Instant>) -> T) -> T {
+        self.blocking(|| wait(&self.cancel, self.deadline))
+    }
+
+    /// The error that stops this run now that its client has left or its
+    /// time has run out.
+    pub(crate) fn stop_error(&self) -> Box<EvalAltResult> {
+        self.check_alive().err().unwrap_or_else(terminated)
     }
 
     /// Run `wait` (a sleep) without stalling the async runtime if this run
@@ -246,12 +271,31 @@ impl Invocation {
     /// `yield_msg(reply)`.
     pub fn yield_reply(&self, value: Dynamic, pos: Position) -> Result<(), Box<EvalAltResult>> {
         let reply = self.reply(value, pos)?;
-        let Sender::Client(client) = &self.sender else { return Err(terminated()) };
+        let client = match &self.sender {
+            Sender::Client(client) => client,
+            Sender::Call(sink) => return self.collect(sink, reply, pos),
+            Sender::Nobody => return Err(no_client("yield_msg", pos)),
+        };
         let mut base = self.sync_base.lock().unwrap_or_else(|e| e.into_inner());
         self.router.route(client.id(), reply, &mut base, || self.pause()).map_err(|Gone| match self.check_alive() {
             Err(stopped) => stopped,
             Ok(()) => terminated(),
         })
+    }
+
+    /// A yield of an HTTP call: broadcasts go out, the rest (SYNC replies
+    /// whole) is kept for the response.
+    fn collect(&self, sink: &CallSink, reply: Reply, pos: Position) -> Result<(), Box<EvalAltResult>> {
+        if reply.event_type() == EventType::BROADCAST {
+            self.router.broadcast(0, reply.encode(), || self.pause());
+            return Ok(());
+        }
+        if sink.push(reply) {
+            return Ok(());
+        }
+        let message = "yield_msg: the replies of this HTTP call passed limits.outboundQueueBytes";
+        let context = json!({"limit": "limits.outboundQueueBytes"});
+        Err(crate::plugs::host::host_error(ErrorCode::LimitExceeded, message, context, pos))
     }
 
     /// Wait a moment for a full queue to drain (woken at once if the sender
@@ -356,7 +400,11 @@ pub fn call_function(
 fn report(inv: &Invocation, function: &str, err: &EvalAltResult) {
     let payload = error_payload(&inv.plug, function, err);
     tracing::debug!(plug = %inv.plug, client = inv.client_id(), "plug failed: {}", payload["message"]);
-    inv.router.error(inv.client_id(), &inv.event, payload);
+    match &inv.sender {
+        Sender::Client(client) => inv.router.error(client.id(), &inv.event, payload),
+        Sender::Call(sink) => sink.fail(payload),
+        Sender::Nobody => tracing::error!(plug = %inv.plug, "plug failed: {}", payload["message"]),
+    }
 }
 
 /// The ERROR payload for a run of `plug`'s `function` that failed with

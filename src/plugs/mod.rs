@@ -1,5 +1,6 @@
 //! Plugs: the `.rhai` scripts that give the server its behaviour.
 //!
+//! - [`call`]: a plug run for the HTTP API, its replies collected.
 //! - [`engine`]: the one Rhai `Engine` and its limits.
 //! - [`host`]: the host API plugs call, one file per namespace.
 //! - [`registry`]: which event runs which compiled script.
@@ -14,6 +15,7 @@
 //!   which plugs depend on which modules.
 //! - [`watcher`]: recompiles plugs when their files change.
 
+pub mod call;
 pub mod engine;
 pub mod host;
 pub mod invoke;
@@ -35,6 +37,7 @@ use crate::cancel::Cancel;
 use crate::client::ClientHandle;
 use crate::config::Settings;
 use crate::hub::Hub;
+use call::{CallOutcome, CallSink};
 use invoke::{Invocation, Sender};
 use registry::{Lookup, Registry};
 use request::Request;
@@ -54,6 +57,8 @@ pub struct Plugs {
     in_flight: Arc<AtomicUsize>,
     registry: Arc<Registry>,
     router: Router,
+    /// `limits.outboundQueueBytes`: the most an HTTP call's replies hold.
+    call_limit: usize,
 }
 
 impl Plugs {
@@ -76,6 +81,7 @@ impl Plugs {
             in_flight: Arc::new(AtomicUsize::new(0)),
             registry,
             router: Router::new(hub, settings.exclude_sender_on_broadcast),
+            call_limit: settings.limits.outbound_queue_bytes,
         }
     }
 
@@ -102,14 +108,19 @@ impl Plugs {
         });
     }
 
-    /// An invocation context for hook code, for `sender` and with `event`
-    /// as the default event. INIT itself (for nobody) runs without a time
-    /// limit; callbacks run under `limits.timeoutMs`.
+    /// An invocation context for INIT's callbacks and timers, for `sender`
+    /// and with `event` as the default event, under `limits.timeoutMs`.
     pub fn hook_invocation(&self, sender: Sender, event: &str, cancel: Cancel) -> Arc<Invocation> {
         let router = self.router.clone();
-        let timed = !matches!(sender, Sender::Nobody);
         let inv = Invocation::new(sender, event.into(), "INIT".into(), cancel, router, Bytes::new());
-        Arc::new(if timed { inv.with_timeout(self.timeout) } else { inv })
+        Arc::new(inv.with_timeout(self.timeout))
+    }
+
+    /// The context INIT itself runs in: for nobody, with no time limit
+    /// (it may connect to databases before the server serves).
+    pub fn init_invocation(&self) -> Arc<Invocation> {
+        let router = self.router.clone();
+        Arc::new(Invocation::new(Sender::Nobody, "INIT".into(), "INIT".into(), Cancel::new(), router, Bytes::new()))
     }
 
     /// Find the plug for `event`. A plug not compiled yet (`preloadPlugs =
@@ -171,6 +182,47 @@ impl Plugs {
             invoke::run(&engine, &plug, &inv, msg);
             drop((in_flight, own, global));
         });
+    }
+}
+
+impl Plugs {
+    /// Run the plug of `request` for the HTTP API as if a client with no
+    /// socket had sent it, and wait for it to finish. It takes a
+    /// server-wide slot like any message, runs under the same limits, and
+    /// stops if the returned future is dropped (the HTTP client went away).
+    pub async fn call(&self, request: Request) -> CallOutcome {
+        let plug = match self.lookup(&request.event).await {
+            Lookup::Found(plug) => plug,
+            Lookup::NotFound => return CallOutcome::NotFound,
+            Lookup::Broken(err) => return CallOutcome::Failed(err.to_reply()),
+        };
+        let raw = Bytes::new();
+        let sink = Arc::new(CallSink::new(self.call_limit));
+        let stop = CancelOnDrop(Cancel::new());
+        let sender = Sender::Call(sink.clone());
+        let inv =
+            Invocation::new(sender, request.event.clone(), plug.name.clone(), stop.0.clone(), self.router.clone(), raw)
+                .with_timeout(self.timeout);
+        let Ok(global) = self.slots.clone().acquire_owned().await else { return CallOutcome::NotFound };
+        let in_flight = InFlight::enter(&self.in_flight);
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let (engine, inv) = (self.engine.clone(), Arc::new(inv));
+        self.pool.spawn(move || {
+            invoke::run(&engine, &plug, &inv, request);
+            drop((in_flight, global));
+            let _ = done.send(());
+        });
+        let _ = finished.await;
+        sink.outcome()
+    }
+}
+
+/// Cancels a run when dropped: the HTTP request that waits for it is gone.
+struct CancelOnDrop(Cancel);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 

@@ -116,6 +116,15 @@ impl Reply {
         std::str::from_utf8(&self.frame[start..]).unwrap_or_default()
     }
 
+    /// The encoded message's length in bytes.
+    pub fn len(&self) -> usize {
+        self.frame.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frame.is_empty()
+    }
+
     /// The encoded message.
     pub fn encode(self) -> Bytes {
         Bytes::from(self.frame)

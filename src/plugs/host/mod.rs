@@ -8,6 +8,7 @@
 //!   `clients`, `kick_all`).
 //! - [`store`]: `store::`, the shared key/value store.
 //! - [`conn`]: `conn::`, per-connection state.
+//! - [`http`]: `http::`, calling other services.
 //!
 //! A host function that fails throws a map like an ERROR payload,
 //! `#{error: "limit_exceeded", message: "...", limit: "store.maxBytes"}`:
@@ -22,6 +23,7 @@
 
 pub mod conn;
 pub mod global;
+pub mod http;
 pub mod server;
 pub mod store;
 
@@ -42,15 +44,18 @@ pub struct Services {
     pub store: Arc<dyn crate::store::Store>,
     /// `limits.connStateBytes`.
     pub conn_state_bytes: usize,
+    pub egress: Arc<crate::egress::Egress>,
 }
 
 impl Services {
-    /// What a single node uses: the store in memory.
-    pub fn local(settings: &crate::config::Settings) -> Services {
-        Services {
+    /// What a single node uses: the store in memory. Fails on an
+    /// `http.allow` entry that is neither an origin nor a host pattern.
+    pub fn local(settings: &crate::config::Settings) -> Result<Services, crate::egress::AllowError> {
+        Ok(Services {
             store: Arc::new(crate::store::memory::MemoryStore::new(settings.store.max_bytes)),
             conn_state_bytes: settings.limits.conn_state_bytes,
-        }
+            egress: Arc::new(crate::egress::Egress::new(&settings.http)?),
+        })
     }
 }
 
@@ -60,6 +65,7 @@ pub fn register(engine: &mut Engine, services: &Services) {
     server::register(engine);
     store::register(engine, services.store.clone());
     conn::register(engine, services.conn_state_bytes);
+    http::register(engine, services.egress.clone());
 }
 
 /// Volatile so the optimizer never runs these at compile time: each has

@@ -1,12 +1,16 @@
 //! INIT's `server` parameter, the Rhai type `Server`: registers callbacks
-//! for clients connecting and disconnecting, lists clients and can
-//! disconnect them all. [`crate::init`] runs INIT and fires the callbacks.
+//! for clients connecting and disconnecting, starts and cancels timers,
+//! lists clients and can disconnect them all. [`crate::init`] runs INIT
+//! and fires the callbacks; [`crate::timers`] runs the timers.
 
 use std::sync::{Arc, Mutex};
 
-use rhai::{Array, Dynamic, Engine, FnPtr};
+use rhai::{Array, Dynamic, Engine, FnPtr, NativeCallContext};
 
+use super::{host_error, HostResult};
+use crate::errors::ErrorCode;
 use crate::hub::Hub;
+use crate::timers::{TimerError, Timers};
 
 /// Close code for `server.kick_all()` (RFC 6455: normal closure).
 pub const CLOSE_KICKED: u16 = 1000;
@@ -23,6 +27,7 @@ pub struct Hooks {
 pub struct ServerHandle {
     pub hooks: Arc<Hooks>,
     pub hub: Hub,
+    pub timers: Timers,
 }
 
 /// Register the `Server` type and its methods on the engine.
@@ -40,7 +45,35 @@ pub fn register(engine: &mut Engine) {
                 s.hub.close(*id, CLOSE_KICKED, "disconnected by the server");
             }
             ids.len() as i64
+        })
+        .register_fn("every", |ctx: NativeCallContext, s: &mut ServerHandle, ms: i64, f: FnPtr| {
+            add_timer(&ctx, s, "every", ms, true, f)
+        })
+        .register_fn("after", |ctx: NativeCallContext, s: &mut ServerHandle, ms: i64, f: FnPtr| {
+            add_timer(&ctx, s, "after", ms, false, f)
+        })
+        .register_fn("cancel", |s: &mut ServerHandle, id: i64| -> bool {
+            u64::try_from(id).is_ok_and(|id| s.timers.cancel(id))
         });
+}
+
+/// `server.every(ms, f)` / `server.after(ms, f)`: the new timer's id.
+fn add_timer(
+    ctx: &NativeCallContext,
+    s: &ServerHandle,
+    name: &str,
+    ms: i64,
+    repeat: bool,
+    f: FnPtr,
+) -> HostResult<i64> {
+    s.timers.add(ms, repeat, f).map(|id| id as i64).map_err(|err| {
+        let code = match err {
+            TimerError::BadPeriod(_) => ErrorCode::BadArgument,
+            TimerError::TooMany => ErrorCode::LimitExceeded,
+            TimerError::Stopped => ErrorCode::ShuttingDown,
+        };
+        host_error(code, &format!("server.{name}: {err}"), serde_json::json!({}), ctx.call_position())
+    })
 }
 
 fn push(list: &Mutex<Vec<FnPtr>>, f: FnPtr) {
