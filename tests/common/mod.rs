@@ -22,12 +22,15 @@ pub fn example_plugs() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("plugs")
 }
 
-/// Settings for tests: built-in defaults, port 0 on loopback, the given folder.
+/// Settings for tests: built-in defaults, port 0 on loopback, the given
+/// folder, and no INIT hook (the repo's own `INIT.rhai` is an example app;
+/// tests that want one set `init_file`).
 pub fn settings(plugs: &Path) -> Settings {
     let mut s = Settings::load(None, &[], &[]).expect("defaults");
     s.insecure.hostname = "127.0.0.1".into();
     s.insecure.port = 0;
     s.plugs_folder = plugs.to_path_buf();
+    s.init_file = plugs.join("no-INIT-in-tests.rhai");
     s
 }
 
