@@ -84,6 +84,38 @@ async fn broadcast_scenario() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_scenario() {
+    let server = start_examples_with(|s| {
+        s.limits.messages_per_second = 0;
+        s.api.key = "bench-key".into();
+    })
+    .await;
+    let pid = std::process::id().to_string();
+    let url = server.url();
+    let v = bench(args(&[
+        "publish",
+        "--url",
+        &url,
+        "--key",
+        "bench-key",
+        "--receivers",
+        "5",
+        "--concurrency",
+        "2",
+        "--duration-secs",
+        "0.5",
+        "--server-pid",
+        &pid,
+    ]))
+    .await;
+    assert_eq!(v["scenario"], "publish");
+    assert_eq!((num(&v, "errors"), num(&v, "lost")), (0.0, 0.0), "{v}");
+    assert!(num(&v, "publishes") > 0.0 && num(&v, "publishes_per_sec") > 0.0, "{v}");
+    assert_eq!(num(&v, "delivered"), num(&v, "publishes") * 5.0, "{v}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floor_scenario_measures_plain_tcp_fan_out() {
     let v = bench(args(&["floor", "--receivers", "5", "--rate", "100", "--duration-secs", "0.5"])).await;
     assert_eq!(v["scenario"], "floor");

@@ -557,6 +557,35 @@ fn a_broken_init_rhai_stops_start_up_and_a_missing_one_is_fine() {
     p.addr();
 }
 
+#[test]
+fn a_failing_timer_is_logged_with_its_file_and_line_and_keeps_running() {
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("INIT.rhai"),
+        r#"
+fn INIT(server) {
+    server.every(50, || {
+        let n = store::incr("ticks", 1);
+        print(`tick ${n}`);
+        throw `bad tick ${n}`;
+    });
+    server.every(50, || {
+        loop { }
+    });
+}
+"#,
+    )
+    .unwrap();
+    let mut p = Proc::spawn(ssocket(dir.path(), &[&LOOPBACK[..], &["--limits.timeoutMs", "100"]].concat()));
+    p.addr();
+    let logged =
+        p.wait_stderr(START_TIMEOUT, |err| err.contains("tick 3") && err.contains("exceeded limits.timeoutMs"));
+    let err = p.stderr();
+    assert!(logged, "the throwing timer keeps ticking and the looping one is stopped by the limit:\n{err}");
+    assert_contains(&err, &["./INIT.rhai: timer 1 failed: bad tick 1 (line 6, column 9)"]);
+    assert_contains(&err, &["./INIT.rhai: timer 2 failed: ", "limits.timeoutMs"]);
+}
+
 // ------------------------------------------------------------ 6 logging
 
 #[tokio::test]

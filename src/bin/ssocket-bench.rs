@@ -11,6 +11,7 @@
 //! ssocket-bench connect   --url URL --connections C [--concurrency K] [--json]
 //! ssocket-bench soak      --url URL --server-pid PID [--connections 2000] [--duration-secs 60] [--json]
 //! ssocket-bench floor     [--receivers 1000] [--rate 200] [--duration-secs 10] [--bytes 117] [--sender-cpu 0] [--json]
+//! ssocket-bench publish   --url URL --key KEY [--receivers 1000] [--concurrency 4] [--duration-secs 10] [--server-pid PID] [--json]
 //! ```
 //!
 //! `--threads N` (any position, default 1) sets the worker threads of the
@@ -34,6 +35,8 @@ mod echo;
 mod floor;
 #[path = "ssocket_bench/idle.rs"]
 mod idle;
+#[path = "ssocket_bench/publish.rs"]
+mod publish;
 #[path = "ssocket_bench/reload.rs"]
 mod reload;
 #[path = "ssocket_bench/report.rs"]
@@ -75,6 +78,8 @@ enum Scenario {
     /// The machine's floor for a broadcast: the same fan-out as plain TCP
     /// writes from one pinned thread, no server involved.
     Floor(floor::Args),
+    /// The HTTP API's fan-out: N receivers, K clients posting /api/publish.
+    Publish(publish::Args),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +109,7 @@ fn main() -> ExitCode {
             Scenario::Connect(args) => connect::run(args).await,
             Scenario::Soak(args) => soak::run(args).await,
             Scenario::Floor(args) => floor::run(args).await,
+            Scenario::Publish(args) => publish::run(args).await,
         }
     });
     let result = runtime.block_on(scenario).unwrap_or_else(|e| Err(anyhow::anyhow!("the scenario panicked: {e}")));

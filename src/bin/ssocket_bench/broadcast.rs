@@ -37,7 +37,7 @@ use crate::stats::{micros_percentiles, Tally};
 use crate::sys::{check_fds, unix_micros, CpuMark};
 
 /// How long receivers wait for stragglers after the sender stops.
-const STRAGGLERS: Duration = Duration::from_secs(2);
+pub const STRAGGLERS: Duration = Duration::from_secs(2);
 /// Connections opened at once while setting up.
 const OPEN_CONCURRENCY: usize = 200;
 
@@ -76,9 +76,11 @@ struct Stamp {
 }
 
 /// Once the sender is done: how many it sent, and when to stop waiting.
-type Done = Option<(u64, Instant)>;
+pub type Done = Option<(u64, Instant)>;
 
-async fn receive(mut ws: Ws, event: Arc<str>, mut done: watch::Receiver<Done>) -> Result<Tally> {
+/// One receiver: count each `{seq, t}` BROADCAST of `event` once, until
+/// the sender is done and every message came (or stragglers' time is up).
+pub async fn receive(mut ws: Ws, event: Arc<str>, mut done: watch::Receiver<Done>) -> Result<Tally> {
     let mut tally = Tally::default();
     let mut seen: Vec<bool> = Vec::new();
     let mut finish: Done = None;
