@@ -35,8 +35,7 @@ impl Bench {
         for (name, source) in files {
             std::fs::write(dir.path().join(name), source).unwrap();
         }
-        let mut settings = Settings::default();
-        settings.plugs_folder = dir.path().to_path_buf();
+        let mut settings = Settings { plugs_folder: dir.path().to_path_buf(), ..Settings::default() };
         tweak(&mut settings);
         let hub = Hub::new();
         let plugs = Plugs::new(&settings, hub.clone(), &Services::local(&settings).unwrap());
@@ -231,7 +230,7 @@ fn h(msg, yield_msg) {
 #[test]
 fn a_bad_allowlist_entry_is_refused_at_start_up() {
     let mut settings = Settings::default();
-    settings.http.allow = vec!["https://api.example.com/v1".into()];
+    settings.http.allow.push("https://api.example.com/v1".into());
     let err = Services::local(&settings).err().expect("refused").to_string();
     assert!(err.contains("http.allow entry `https://api.example.com/v1`") && err.contains("path"), "{err}");
 }
