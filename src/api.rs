@@ -80,7 +80,7 @@ where
         let text = "the server is shutting down and takes no new requests";
         return Err(error(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ShuttingDown, text));
     }
-    let given = auth.as_deref().and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
+    let given = auth.as_deref().and_then(bearer);
     match given {
         None => {
             let text = "this API needs an `Authorization: Bearer <api.key>` header";
@@ -92,6 +92,13 @@ where
         Some(_) => {}
     }
     read_body(body, app.settings.payload_limit).await
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header (the scheme's name
+/// in any case, as HTTP has it).
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 /// Compare keys in time that depends only on their lengths, so a wrong

@@ -26,8 +26,10 @@ pub struct App {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The INIT hook's callbacks, if `INIT.rhai` exists.
     pub init: Option<Arc<InitScript>>,
-    /// INIT's timers; stopped when shutdown begins.
+    /// INIT's timers; stopped when shutdown begins, or when the last clone
+    /// of the app goes (a start-up that failed after INIT).
     pub timers: Timers,
+    _stop_timers: Arc<StopTimers>,
     /// Set once shutdown begins: new messages are refused while running
     /// plugs finish.
     draining: Arc<AtomicBool>,
@@ -73,7 +75,18 @@ impl App {
         let services = Services::local(&settings).map_err(|e| StartError::Config(e.to_string()))?;
         let plugs = Plugs::new(&settings, hub.clone(), &services);
         let timers = Timers::new();
+        // Any error from here on drops this, and the timers INIT started stop.
+        let _stop_timers = Arc::new(StopTimers(timers.clone()));
         let init = init::run_if_present(&settings.init_file, &plugs, &hub, &timers)?;
+        if let Some(script) = &init {
+            // Weak: the hub must not keep INIT (and through it the hub) alive.
+            let script = Arc::downgrade(script);
+            hub.on_rooms(Box::new(move |event| {
+                if let Some(script) = script.upgrade() {
+                    script.room_event(event);
+                }
+            }));
+        }
         let (loaded, errors) = plugs
             .registry()
             .load_all()
@@ -88,7 +101,17 @@ impl App {
             }
         };
         let draining = Arc::new(AtomicBool::new(false));
-        Ok(App { settings: Arc::new(settings), hub, plugs, tls, init, timers, draining, _watcher: watcher })
+        Ok(App {
+            settings: Arc::new(settings),
+            hub,
+            plugs,
+            tls,
+            init,
+            timers,
+            _stop_timers,
+            draining,
+            _watcher: watcher,
+        })
     }
 
     /// True once shutdown has begun.
@@ -114,6 +137,15 @@ impl App {
     pub fn begin_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.timers.stop();
+    }
+}
+
+/// Stops the timers when dropped.
+struct StopTimers(Timers);
+
+impl Drop for StopTimers {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 

@@ -1,11 +1,13 @@
 //! One connected client as everything but its socket sees it: its id, the
-//! flag that stops its running plugs when it leaves, and its `conn::`
-//! state. The hub hands out a [`ClientHandle`] when a client registers;
-//! dispatch, invocations and INIT's callbacks carry it, so what a client
-//! owns has one place to live.
+//! flag that stops its running plugs when it leaves, its identity, its
+//! rooms and its `conn::` state. The hub hands out a [`ClientHandle`] when
+//! a client registers; dispatch, invocations and INIT's callbacks carry
+//! it, so what a client owns has one place to live.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rhai::Dynamic;
 
 use crate::cancel::Cancel;
 use crate::errors::ErrorCode;
@@ -26,11 +28,45 @@ struct Client {
     /// `conn::` values: later messages and the client's `on_disconnect`
     /// see them; they go with the last handle.
     state: ConnState,
+    /// Who the client is (`msg.user`, `conn::user()`): the map INIT's
+    /// `on_auth` returned or a verified token's claims; `()` if anonymous.
+    user: Dynamic,
+    /// The rooms the client is in. The hub keeps it in step with its room
+    /// index, under its lock; after a disconnect it still lists the rooms
+    /// the client was in, for `on_disconnect`.
+    rooms: Mutex<BTreeSet<Arc<str>>>,
 }
 
 impl ClientHandle {
+    /// An anonymous client.
     pub fn new(id: ClientId) -> ClientHandle {
-        ClientHandle(Arc::new(Client { id, cancel: Cancel::new(), state: ConnState::default() }))
+        ClientHandle::with_user(id, Dynamic::UNIT)
+    }
+
+    /// A client with identity `user`.
+    pub fn with_user(id: ClientId, user: Dynamic) -> ClientHandle {
+        let rooms = Mutex::new(BTreeSet::new());
+        ClientHandle(Arc::new(Client { id, cancel: Cancel::new(), state: ConnState::default(), user, rooms }))
+    }
+
+    /// The client's identity (a copy); `()` if anonymous.
+    pub fn user(&self) -> Dynamic {
+        self.0.user.clone()
+    }
+
+    /// Whether the client has an identity.
+    pub fn is_anonymous(&self) -> bool {
+        self.0.user.is_unit()
+    }
+
+    /// The rooms the client is in, sorted.
+    pub fn rooms(&self) -> Vec<String> {
+        self.rooms_mut().iter().map(|r| r.to_string()).collect()
+    }
+
+    /// For the hub only, under its lock.
+    pub(crate) fn rooms_mut(&self) -> MutexGuard<'_, BTreeSet<Arc<str>>> {
+        self.0.rooms.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The client's `conn::` values.

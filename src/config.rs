@@ -84,6 +84,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "limits.outboundQueueBytes", kind: POSITIVE, default: "16777216", doc: "Bytes queued for one client. A client that stops reading until its queue is full is disconnected (close code 4008); a plug yielding to its own slow client waits instead." },
     KeyDoc { key: "limits.messagesPerSecond", kind: NON_NEGATIVE, default: "500", doc: "Messages per second one client may send (bursts up to one second's worth); excess messages get ERROR `rate_limited`, and a client that keeps flooding is closed with code 1008. 0 = no limit." },
     KeyDoc { key: "limits.connStateBytes", kind: POSITIVE, default: "65536", doc: "Bytes of `conn::` state one connection may hold (keys plus values as JSON); a `conn::set` past it throws a catchable `limit_exceeded` error." },
+    KeyDoc { key: "limits.roomsPerClient", kind: POSITIVE, default: "100", doc: "Rooms one client may be in at once; `rooms::join` past it throws a catchable `limit_exceeded` error." },
     KeyDoc { key: "store.maxBytes", kind: POSITIVE, default: "67108864", doc: "Bytes the `store::` key/value store may hold in all (keys plus values as JSON); a write past it throws a catchable `limit_exceeded` error. Expired keys free their bytes." },
     KeyDoc { key: "http.allow", kind: Kind::List, default: "", doc: "Where plugs may send HTTP requests with `http::`: origins (`https://api.example.com`, `http://127.0.0.1:9000`) and host patterns (`api.example.com`, `*.example.com`: that host or its subdomains, http or https, any port). Empty: plugs may call nothing." },
     KeyDoc { key: "http.timeoutMs", kind: POSITIVE, default: "10000", doc: "Most time one `http::` request may take, connecting and reading the body included (a plug's `timeout_ms` option may set another); the plug's own `limits.timeoutMs` still applies." },
@@ -203,6 +204,7 @@ pub struct Limits {
     pub outbound_queue_bytes: usize,
     pub messages_per_second: u32,
     pub conn_state_bytes: usize,
+    pub rooms_per_client: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +288,7 @@ impl Settings {
                 outbound_queue_bytes: r.int("limits.outboundQueueBytes")? as usize,
                 messages_per_second: r.int("limits.messagesPerSecond")?.min(u32::MAX as i64) as u32,
                 conn_state_bytes: r.int("limits.connStateBytes")? as usize,
+                rooms_per_client: r.int("limits.roomsPerClient")? as usize,
             },
             memory_metrics_on: r.bool("memoryMetrics.isOn")?,
             memory_metrics_interval_ms: r.int("memoryMetrics.interval")? as u64,

@@ -121,7 +121,7 @@ impl Allowlist {
     pub fn check(&self, url: &Url) -> Result<(), EgressError> {
         let scheme = url.scheme();
         if scheme != "http" && scheme != "https" {
-            return Err(EgressError::Denied(format!("{url}: only http and https URLs can be requested")));
+            return Err(EgressError::Denied(format!("{}: only http and https URLs can be requested", redacted(url))));
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(EgressError::Denied(format!(
@@ -186,10 +186,24 @@ fn rule(entry: &str) -> Result<Rule, String> {
 
 /// A URL without its user name and password, for messages.
 fn redacted(url: &Url) -> String {
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
+    let mut clean = url.clone();
+    if clean.set_username("").is_ok() && clean.set_password(None).is_ok() {
+        return clean.to_string();
+    }
+    redacted_text(url.as_str())
+}
+
+/// URL-ish text with anything between `://` and an `@` before the path
+/// replaced: for text that did not parse, and URLs whose user name cannot
+/// be cleared (such as `ftp:` ones).
+fn redacted_text(text: &str) -> String {
+    let Some(start) = text.find("://").map(|i| i + 3) else { return shorten(text) };
+    let rest = &text[start..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => shorten(&format!("{}***{}", &text[..start], &rest[at..])),
+        None => shorten(text),
+    }
 }
 
 /// The client plugs' requests go through.
@@ -226,6 +240,11 @@ impl Drop for Client {
 #[error("{0}")]
 struct RedirectRefused(String);
 
+/// A request that redirected more than [`MAX_REDIRECTS`] times.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {MAX_REDIRECTS} redirects")]
+struct TooManyRedirects;
+
 impl Egress {
     pub fn new(settings: &HttpSettings) -> Result<Egress, AllowError> {
         Ok(Egress {
@@ -248,7 +267,7 @@ impl Egress {
     /// async worker (use `block_in_place`).
     pub fn send(&self, req: Request, cancel: &Cancel, deadline: Option<Instant>) -> Result<Response, EgressError> {
         let url = Url::parse(&req.url)
-            .map_err(|e| EgressError::BadRequest(format!("`{}` is not a URL: {e}", shorten(&req.url))))?;
+            .map_err(|e| EgressError::BadRequest(format!("`{}` is not a URL: {e}", redacted_text(&req.url))))?;
         self.allow.check(&url)?;
         let client = self.client()?;
         let runtime = client.runtime.as_ref().ok_or_else(|| EgressError::Failed("the HTTP runtime stopped".into()))?;
@@ -287,7 +306,7 @@ fn build_client(allow: Arc<Allowlist>) -> Result<Client, String> {
         .map_err(|e| e.to_string())?;
     let policy = redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= MAX_REDIRECTS {
-            return attempt.error(RedirectRefused(format!("more than {MAX_REDIRECTS} redirects")));
+            return attempt.error(TooManyRedirects);
         }
         match allow.check(attempt.url()) {
             Ok(()) => attempt.follow(),
@@ -316,7 +335,6 @@ async fn fetch(
     timeout: Duration,
 ) -> Result<Response, EgressError> {
     let shown = redacted(&url);
-    let _permit = permits.acquire_owned().await.map_err(|_| EgressError::Failed("the HTTP client is closed".into()))?;
     let mut builder = http.request(req.method, url);
     if let Some((body, content_type)) = req.body {
         if !req.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("content-type")) {
@@ -328,6 +346,9 @@ async fn fetch(
         builder = builder.header(name, value);
     }
     let exchange = async {
+        // Waiting for a slot (`http.maxConcurrent`) is part of the request's time.
+        let _permit =
+            permits.acquire_owned().await.map_err(|_| EgressError::Failed("the HTTP client is closed".into()))?;
         let mut response = builder.send().await.map_err(|e| failure(&shown, &e))?;
         if response.content_length().is_some_and(|n| n > max_bytes as u64) {
             return Err(EgressError::TooLarge { url: shown.clone(), max: max_bytes });
@@ -356,6 +377,9 @@ fn failure(url: &str, err: &reqwest::Error) -> EgressError {
     while let Some(e) = source {
         if let Some(refused) = e.downcast_ref::<RedirectRefused>() {
             return EgressError::Denied(format!("{url}: {refused}"));
+        }
+        if e.downcast_ref::<TooManyRedirects>().is_some() {
+            return EgressError::Failed(format!("{url}: more than {MAX_REDIRECTS} redirects"));
         }
         source = e.source();
     }
@@ -437,6 +461,20 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::HttpDenied);
         assert!(!err.to_string().contains("secret"), "the password is not repeated: {err}");
         assert!(check(&allow(&[]), "https://api.example.com/").is_err(), "empty allows nothing");
+    }
+
+    #[test]
+    fn credentials_never_reach_a_message() {
+        let list = allow(&["http://127.0.0.1:9000"]);
+        for url in ["ftp://user:s3cret@127.0.0.1:9000/x", "http://user:s3cret@127.0.0.1:9000/"] {
+            let err = check(&list, url).unwrap_err().to_string();
+            assert!(!err.contains("s3cret") && !err.contains("user:"), "{err}");
+        }
+        for text in ["http://user:s3cret@127.0.0.1:99999/x", "weird://a:s3cret@b@host/p?q=1"] {
+            let shown = redacted_text(text);
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert_eq!(redacted_text("http://h/p@x"), "http://h/p@x", "an @ in the path is not a user name");
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub fn routes(app: App) -> BoxedFilter<(Box<dyn Reply>,)> {
     page.or(js).unify().or(api).unify().or(stats).unify().boxed()
 }
 
-/// `{connections, inFlight, plugs, rssBytes}`: what the memory metrics log,
+/// `{connections, inFlight, plugs, rssBytes, timers, timerTicksSkipped}`:
+/// what the memory metrics log,
 /// for tools (the soak test checks nothing is left running).
 pub fn stats_json(app: &App) -> Value {
     json!({
@@ -46,6 +47,8 @@ pub fn stats_json(app: &App) -> Value {
         "inFlight": app.plugs.in_flight(),
         "plugs": app.plugs.registry().names().len(),
         "rssBytes": crate::metrics::rss_bytes(),
+        "timers": app.timers.len(),
+        "timerTicksSkipped": app.timers.skipped(),
     })
 }
 

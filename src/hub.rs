@@ -14,8 +14,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ahash::HashMap;
+use ahash::{HashMap, HashSet};
 use bytes::Bytes;
+use rhai::Dynamic;
 use tokio::sync::Notify;
 
 use crate::client::ClientHandle;
@@ -185,11 +186,52 @@ pub struct Hub {
 struct Shared {
     /// A std mutex: it is held only for map operations and channel sends,
     /// never across an `.await`, and is cheaper than an async lock.
-    clients: Mutex<HashMap<ClientId, Entry>>,
+    table: Mutex<Table>,
     /// Source of ids; starts at 1 so 0 never names a client.
     next_id: AtomicU64,
     /// `limits.outboundQueueBytes`.
     queue_limit: usize,
+    /// Told of every join and leave (INIT's `on_join` / `on_leave`), after
+    /// the table's lock is released.
+    listener: std::sync::OnceLock<RoomListener>,
+}
+
+/// Connected clients and the rooms they are in. One lock for both, so a
+/// room never names a client that has left.
+#[derive(Default)]
+struct Table {
+    clients: HashMap<ClientId, Entry>,
+    /// Members of each room with at least one member. Each client's own
+    /// list is its handle's (`ClientHandle::rooms`), kept in step here.
+    rooms: HashMap<Arc<str>, HashSet<ClientId>>,
+}
+
+/// A client joined or left a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    Joined(Arc<str>, ClientId),
+    Left(Arc<str>, ClientId),
+}
+
+/// What the hub tells of joins and leaves.
+pub type RoomListener = Box<dyn Fn(RoomEvent) + Send + Sync>;
+
+/// Who a fan-out goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience<'a> {
+    /// Every connected client.
+    All,
+    /// The members of one room.
+    Room(&'a str),
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinError {
+    /// No such client is connected.
+    NoClient,
+    /// The client is in this many rooms already (`limits.roomsPerClient`).
+    TooMany(usize),
 }
 
 /// What a newly registered client gets back.
@@ -229,26 +271,56 @@ impl Hub {
 
     /// A hub whose clients may each have `limit` bytes queued.
     pub fn with_queue_limit(limit: usize) -> Hub {
-        let shared = Shared { clients: Mutex::new(HashMap::default()), next_id: AtomicU64::new(0), queue_limit: limit };
+        let shared = Shared {
+            table: Mutex::new(Table::default()),
+            next_id: AtomicU64::new(0),
+            queue_limit: limit,
+            listener: std::sync::OnceLock::new(),
+        };
         Hub { shared: Arc::new(shared) }
     }
 
-    /// Add a client and give it a fresh id and its outbound queue.
+    /// Tell `listener` of every join and leave from now on (set once).
+    pub fn on_rooms(&self, listener: RoomListener) {
+        let _ = self.shared.listener.set(listener);
+    }
+
+    fn tell(&self, events: impl IntoIterator<Item = RoomEvent>) {
+        if let Some(listener) = self.shared.listener.get() {
+            events.into_iter().for_each(listener);
+        }
+    }
+
+    /// Add an anonymous client and give it a fresh id and its outbound queue.
     pub fn register(&self) -> Registration {
+        self.register_as(Dynamic::UNIT)
+    }
+
+    /// Add a client with identity `user` (`()`: anonymous).
+    pub fn register_as(&self, user: Dynamic) -> Registration {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let tx = Arc::new(OutQueue::default());
         let rx = tx.clone();
-        let (queued, kill, handle) = (Arc::new(AtomicUsize::new(0)), Arc::new(Kill::default()), ClientHandle::new(id));
+        let handle = ClientHandle::with_user(id, user);
+        let (queued, kill) = (Arc::new(AtomicUsize::new(0)), Arc::new(Kill::default()));
         let entry = Entry { tx, queued: queued.clone(), handle: handle.clone(), kill: kill.clone() };
-        self.lock().insert(id, entry);
+        self.lock().clients.insert(id, entry);
         Registration { handle, rx, queued, kill }
     }
 
-    /// Forget a client and stop everything running on its behalf.
+    /// Forget a client, stop everything running on its behalf, and take it
+    /// out of its rooms (each leave is told). Its handle keeps its room
+    /// list, for `on_disconnect`.
     pub fn remove(&self, id: ClientId) {
-        if let Some(entry) = self.lock().remove(&id) {
-            entry.handle.cancel().cancel();
-        }
+        let Some((entry, left)) = self.lock().take(id) else { return };
+        entry.handle.cancel().cancel();
+        drop(entry);
+        self.tell(left);
+    }
+
+    /// The handle of a connected client.
+    pub fn handle(&self, id: ClientId) -> Option<ClientHandle> {
+        self.lock().clients.get(&id).map(|e| e.handle.clone())
     }
 
     /// Queue a message for one client, from someone else (a broadcast, a
@@ -266,7 +338,7 @@ impl Hub {
     }
 
     fn offer(&self, id: ClientId, msg: &Bytes) -> Offer {
-        match self.lock().get(&id) {
+        match self.lock().clients.get(&id) {
             Some(client) => client.offer(msg, self.shared.queue_limit),
             None => Offer::Gone,
         }
@@ -292,29 +364,59 @@ impl Hub {
     /// The bytes are encoded once and shared, not copied per recipient.
     /// Returns how many clients it was queued for.
     pub fn broadcast(&self, msg: Bytes, except: Option<ClientId>) -> usize {
-        let (queued, full) = self.offer_all(&msg, except);
-        full.into_iter().for_each(|id| self.drop_slow(id));
-        queued
+        self.fan_out(Audience::All, msg, except)
     }
 
     /// Queue a message for every client but `except`. Clients whose queue
     /// is full are waited for (`pause` waits a moment and says whether to
     /// give up) up to [`SLOW_CLIENT_GRACE`], then cut off.
     pub fn broadcast_waiting(&self, msg: Bytes, except: Option<ClientId>, pause: impl FnMut() -> bool) -> usize {
-        let (queued, full) = self.offer_all(&msg, except);
+        self.fan_out_waiting(Audience::All, msg, except, pause)
+    }
+
+    /// [`Hub::broadcast`] to any audience.
+    pub fn fan_out(&self, to: Audience<'_>, msg: Bytes, except: Option<ClientId>) -> usize {
+        let (queued, full) = self.offer_all(to, &msg, except);
+        full.into_iter().for_each(|id| self.drop_slow(id));
+        queued
+    }
+
+    /// [`Hub::broadcast_waiting`] to any audience.
+    pub fn fan_out_waiting(
+        &self,
+        to: Audience<'_>,
+        msg: Bytes,
+        except: Option<ClientId>,
+        pause: impl FnMut() -> bool,
+    ) -> usize {
+        let (queued, full) = self.offer_all(to, &msg, except);
         queued + self.retry_full(full, &msg, pause)
     }
 
-    /// Offer `msg` to every client but `except`: how many took it, and the
+    /// Offer `msg` to an audience but `except`: how many took it, and the
     /// ids of those whose queue was full.
-    fn offer_all(&self, msg: &Bytes, except: Option<ClientId>) -> (usize, Vec<ClientId>) {
+    fn offer_all(&self, to: Audience<'_>, msg: &Bytes, except: Option<ClientId>) -> (usize, Vec<ClientId>) {
         let mut full = Vec::new();
         let mut queued = 0;
-        for (id, client) in self.lock().iter().filter(|(id, _)| Some(**id) != except) {
+        let table = self.lock();
+        let mut offer = |id: ClientId, client: &Entry| {
+            if Some(id) == except {
+                return;
+            }
             match client.offer(msg, self.shared.queue_limit) {
                 Offer::Queued => queued += 1,
-                Offer::Full => full.push(*id),
+                Offer::Full => full.push(id),
                 Offer::Gone => {}
+            }
+        };
+        match to {
+            Audience::All => table.clients.iter().for_each(|(id, client)| offer(*id, client)),
+            Audience::Room(room) => {
+                for id in table.rooms.get(room).into_iter().flatten() {
+                    if let Some(client) = table.clients.get(id) {
+                        offer(*id, client);
+                    }
+                }
             }
         }
         (queued, full)
@@ -345,8 +447,8 @@ impl Hub {
             if pause() {
                 break; // the sender stopped; the slow clients lose this one message
             }
-            let clients = self.lock();
-            waiting.retain(|id| match clients.get(id).map(|c| c.offer(msg, self.shared.queue_limit)) {
+            let table = self.lock();
+            waiting.retain(|id| match table.clients.get(id).map(|c| c.offer(msg, self.shared.queue_limit)) {
                 Some(Offer::Queued) => {
                     queued += 1;
                     false
@@ -361,40 +463,127 @@ impl Hub {
     /// Cut off a client that stopped reading: forget it, stop its plugs and
     /// tell its writer to close at once with [`CLOSE_SLOW_CONSUMER`].
     fn drop_slow(&self, id: ClientId) {
-        if let Some(client) = self.lock().remove(&id) {
-            tracing::warn!(client = id, "disconnecting a slow client: its outbound queue is full");
-            client.handle.cancel().cancel();
-            client.kill.fire(CLOSE_SLOW_CONSUMER, "outbound queue full: the client is not reading");
-        }
+        let Some((client, left)) = self.lock().take(id) else { return };
+        tracing::warn!(client = id, "disconnecting a slow client: its outbound queue is full");
+        client.handle.cancel().cancel();
+        client.kill.fire(CLOSE_SLOW_CONSUMER, "outbound queue full: the client is not reading");
+        drop(client);
+        self.tell(left);
+    }
+
+    /// Put client `id` in `room`: true if it was not in it yet. A client
+    /// may be in at most `max` rooms.
+    pub fn join(&self, id: ClientId, room: &str, max: usize) -> Result<bool, JoinError> {
+        let joined = {
+            let mut table = self.lock();
+            let Some(entry) = table.clients.get(&id) else { return Err(JoinError::NoClient) };
+            let mut mine = entry.handle.rooms_mut();
+            if mine.contains(room) {
+                return Ok(false);
+            }
+            if mine.len() >= max {
+                return Err(JoinError::TooMany(mine.len()));
+            }
+            let room: Arc<str> = room.into();
+            mine.insert(room.clone());
+            drop(mine);
+            table.rooms.entry(room.clone()).or_default().insert(id);
+            room
+        };
+        self.tell([RoomEvent::Joined(joined, id)]);
+        Ok(true)
+    }
+
+    /// Take client `id` out of `room`: false if it was not in it.
+    pub fn leave(&self, id: ClientId, room: &str) -> bool {
+        let left = {
+            let mut table = self.lock();
+            let Some(entry) = table.clients.get(&id) else { return false };
+            let Some(room) = entry.handle.rooms_mut().take(room) else { return false };
+            table.unlist(&room, id);
+            room
+        };
+        self.tell([RoomEvent::Left(left, id)]);
+        true
+    }
+
+    /// Members of `room`, ascending (empty for a room nobody is in).
+    pub fn members(&self, room: &str) -> Vec<ClientId> {
+        let mut ids: Vec<ClientId> = self.lock().rooms.get(room).into_iter().flatten().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Members of `room` with their handles (for their identities), by id.
+    pub fn member_handles(&self, room: &str) -> Vec<ClientHandle> {
+        let table = self.lock();
+        let mut handles: Vec<ClientHandle> = table
+            .rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| table.clients.get(id).map(|e| e.handle.clone()))
+            .collect();
+        handles.sort_unstable_by_key(ClientHandle::id);
+        handles
+    }
+
+    /// Rooms with at least one member, sorted.
+    pub fn rooms(&self) -> Vec<String> {
+        let mut rooms: Vec<String> = self.lock().rooms.keys().map(|r| r.to_string()).collect();
+        rooms.sort_unstable();
+        rooms
     }
 
     /// Ask one client's connection to close with `code` (after what is
     /// already queued).
     pub fn close(&self, id: ClientId, code: u16, reason: &'static str) {
-        if let Some(client) = self.lock().get(&id) {
+        if let Some(client) = self.lock().clients.get(&id) {
             let _ = client.tx.push(Outbound::Close(code, reason));
         }
     }
 
     /// Connected ids, ascending.
     pub fn ids(&self) -> Vec<ClientId> {
-        let mut ids: Vec<ClientId> = self.lock().keys().copied().collect();
+        let mut ids: Vec<ClientId> = self.lock().clients.keys().copied().collect();
         ids.sort_unstable();
         ids
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().clients.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A poisoned lock only means a panic elsewhere mid-operation; the
-        // map itself is still consistent, so keep serving.
-        self.shared.clients.lock().unwrap_or_else(|e| e.into_inner())
+        // table itself is still consistent, so keep serving.
+        self.shared.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Table {
+    /// Remove a client and its room memberships; the leaves to tell.
+    fn take(&mut self, id: ClientId) -> Option<(Entry, Vec<RoomEvent>)> {
+        let entry = self.clients.remove(&id)?;
+        let rooms: Vec<Arc<str>> = entry.handle.rooms_mut().iter().cloned().collect();
+        for room in &rooms {
+            self.unlist(room, id);
+        }
+        Some((entry, rooms.into_iter().map(|room| RoomEvent::Left(room, id)).collect()))
+    }
+
+    /// Drop `id` from `room`'s members, and the room once it is empty.
+    fn unlist(&mut self, room: &str, id: ClientId) {
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(&id);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, FnPtr, Scope, AST};
 
 use crate::cancel::Cancel;
 use crate::client::ClientHandle;
-use crate::hub::Hub;
+use crate::hub::{Hub, RoomEvent};
 pub use crate::plugs::host::server::CLOSE_KICKED;
 use crate::plugs::host::server::{Hooks, ServerHandle};
 use crate::plugs::invoke::{self, Sender};
@@ -26,6 +26,8 @@ use crate::timers::{TimerId, Timers};
 pub struct InitScript {
     /// The file, for log lines.
     file: String,
+    /// To find the client a room event is about.
+    hub: Hub,
     ast: Arc<AST>,
     hooks: Arc<Hooks>,
     engine: Arc<Engine>,
@@ -69,7 +71,8 @@ pub fn run_if_present(
     let _ = invoke::call_function(&engine, &ast, &inv, "INIT", vec![Dynamic::from(handle)])
         .map_err(|e| fail(format!("INIT failed: {}", failure("INIT", &e))))?;
     tracing::info!("ran {file}");
-    let script = Arc::new(InitScript { file, ast: Arc::new(ast), hooks, engine, plugs: plugs.clone() });
+    let script =
+        Arc::new(InitScript { file, hub: hub.clone(), ast: Arc::new(ast), hooks, engine, plugs: plugs.clone() });
     let runner = script.clone();
     timers.start(Arc::new(move |id, f, done| runner.run_timer(id, f, done)));
     Ok(Some(script))
@@ -91,26 +94,44 @@ fn failure(function: &str, err: &EvalAltResult) -> String {
 impl InitScript {
     /// A client connected; its callbacks stop if it leaves.
     pub fn connected(&self, client: &ClientHandle) {
-        self.fire(&self.hooks.on_connect, "connect", client, client.cancel().clone());
+        let args = [Dynamic::from(client.id() as i64)];
+        self.fire(&self.hooks.on_connect, "connect", Sender::Client(client.clone()), client.cancel().clone(), &args);
     }
 
     /// A client left; its callbacks run to the end (under the time limit).
     pub fn disconnected(&self, client: &ClientHandle) {
-        self.fire(&self.hooks.on_disconnect, "disconnect", client, Cancel::new());
+        let args = [Dynamic::from(client.id() as i64)];
+        self.fire(&self.hooks.on_disconnect, "disconnect", Sender::Client(client.clone()), Cancel::new(), &args);
     }
 
-    fn fire(&self, list: &Mutex<Vec<FnPtr>>, event: &'static str, client: &ClientHandle, cancel: Cancel) {
+    /// A client joined or left a room: `on_join(room, id)` / `on_leave(room,
+    /// id)`, for that client while it is connected (for nobody once it has
+    /// gone).
+    pub fn room_event(&self, event: RoomEvent) {
+        let (list, name, room, id) = match event {
+            RoomEvent::Joined(room, id) => (&self.hooks.on_join, "join", room, id),
+            RoomEvent::Left(room, id) => (&self.hooks.on_leave, "leave", room, id),
+        };
+        if list.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            return;
+        }
+        let sender = self.hub.handle(id).map_or(Sender::Nobody, Sender::Client);
+        let args = [Dynamic::from(room.to_string()), Dynamic::from(id as i64)];
+        self.fire(list, name, sender, Cancel::new(), &args);
+    }
+
+    fn fire(&self, list: &Mutex<Vec<FnPtr>>, event: &'static str, sender: Sender, cancel: Cancel, args: &[Dynamic]) {
         let callbacks = list.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let id = client.id();
         for f in callbacks {
-            let (engine, ast) = (self.engine.clone(), self.ast.clone());
-            let inv = self.plugs.hook_invocation(Sender::Client(client.clone()), event, cancel.clone());
+            let (engine, ast, file) = (self.engine.clone(), self.ast.clone(), self.file.clone());
+            let inv = self.plugs.hook_invocation(sender.clone(), event, cancel.clone());
+            let mut call_args: Vec<Dynamic> = f.curry().to_vec();
+            call_args.extend(args.iter().cloned());
+            let about = args.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
             self.plugs.spawn(move || {
-                let mut args: Vec<Dynamic> = f.curry().to_vec();
-                args.push(Dynamic::from(id as i64));
-                if let Err(err) = invoke::call_function(&engine, &ast, &inv, f.fn_name(), args) {
+                if let Err(err) = invoke::call_function(&engine, &ast, &inv, f.fn_name(), call_args) {
                     if !inv.cancel.is_cancelled() {
-                        tracing::error!("INIT on_{event} callback failed for client {id}: {err}");
+                        tracing::error!("{file}: on_{event}({about}) failed: {}", failure(f.fn_name(), &err));
                     }
                 }
             });

@@ -18,10 +18,12 @@ pub fn rss_bytes() -> Option<u64> {
 pub fn report(app: &App) -> String {
     let rss = rss_bytes().map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or_else(|| "unknown".into());
     format!(
-        "memory: rss={rss} connections={} plugs={} in_flight={}",
+        "memory: rss={rss} connections={} plugs={} in_flight={} timers={} timer_ticks_skipped={}",
         app.hub.len(),
         app.plugs.registry().names().len(),
-        app.plugs.in_flight()
+        app.plugs.in_flight(),
+        app.timers.len(),
+        app.timers.skipped()
     )
 }
 

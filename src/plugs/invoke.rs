@@ -52,6 +52,9 @@ pub struct Invocation {
     deadline: Option<Instant>,
     /// Set when running inline on an async worker thread.
     inline: Option<InlineRun>,
+    /// A tagged request: the sender gets an END message once the run is
+    /// over.
+    ends: bool,
 }
 
 /// Who an invocation runs for.
@@ -168,12 +171,48 @@ impl Invocation {
         router: Router,
         raw: Bytes,
     ) -> Invocation {
-        Invocation { sender, event, plug, cancel, router, sync_base: Mutex::new(raw), deadline: None, inline: None }
+        Invocation {
+            sender,
+            event,
+            plug,
+            cancel,
+            router,
+            sync_base: Mutex::new(raw),
+            deadline: None,
+            inline: None,
+            ends: false,
+        }
+    }
+
+    /// End the run with an END message to the sender (a tagged request).
+    pub fn ending(mut self, ends: bool) -> Invocation {
+        self.ends = ends;
+        self
+    }
+
+    /// The run is over: tell a tagged request's sender, after every reply
+    /// it yielded (unless the sender is gone).
+    fn finish(&self) {
+        if let (true, Sender::Client(client)) = (self.ends, &self.sender) {
+            if !self.cancel.is_cancelled() {
+                let end = crate::plugs::router::end_bytes(&self.event);
+                let _ = self.router.hub().send_waiting(client.id(), end, || self.pause());
+            }
+        }
     }
 
     /// The sender's id (`msg.client`); 0 when the run is for nobody.
     pub fn client_id(&self) -> ClientId {
         self.sender.id()
+    }
+
+    /// The identity of the client the run is for (`()`: anonymous, or
+    /// nobody).
+    pub fn user(&self) -> Dynamic {
+        match &self.sender {
+            Sender::Client(client) => client.user(),
+            Sender::Call(_) | Sender::Nobody => Dynamic::UNIT,
+        }
     }
 
     /// The `conn::` state of the client the run is for, if any.
@@ -268,9 +307,16 @@ impl Invocation {
         Reply::from_dynamic(value, &self.event).map_err(|e| runtime_error(e.to_string(), pos))
     }
 
-    /// `yield_msg(reply)`.
+    /// `yield_msg(reply)`: to the sender, or to a room if it names one.
     pub fn yield_reply(&self, value: Dynamic, pos: Position) -> Result<(), Box<EvalAltResult>> {
-        let reply = self.reply(value, pos)?;
+        if self.cancel.is_cancelled() {
+            return Err(terminated());
+        }
+        let (reply, room) = Reply::from_yield(value, &self.event).map_err(|e| runtime_error(e.to_string(), pos))?;
+        if let Some(room) = room {
+            self.router.room_send(self.client_id(), &room, reply.encode(), || self.pause());
+            return Ok(());
+        }
         let client = match &self.sender {
             Sender::Client(client) => client,
             Sender::Call(sink) => return self.collect(sink, reply, pos),
@@ -313,6 +359,16 @@ impl Invocation {
         Ok(self.router.broadcast(self.client_id(), reply.encode(), || self.pause()) as i64)
     }
 
+    /// `rooms::send(room, reply)`: as a room yield; the type defaults to
+    /// BROADCAST. How many clients it was queued for.
+    pub fn room_send(&self, room: &str, value: Dynamic, pos: Position) -> Result<i64, Box<EvalAltResult>> {
+        let mut reply = self.reply(value, pos)?;
+        if reply.event_type() == EventType::MESSAGE {
+            reply.set_event_type(EventType::BROADCAST);
+        }
+        Ok(self.router.room_send(self.client_id(), room, reply.encode(), || self.pause()) as i64)
+    }
+
     /// `send_to(id, reply)`: false when no such client is connected.
     pub fn send_to(&self, id: i64, value: Dynamic, pos: Position) -> Result<bool, Box<EvalAltResult>> {
         let reply = self.reply(value, pos)?;
@@ -349,9 +405,17 @@ impl Invocation {
 pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: Request) {
     let mut map = Map::new();
     map.insert("event".into(), msg.event.into());
+    if let Some(tag) = msg.tag {
+        map.insert("tag".into(), tag.into());
+    }
     map.insert("payload".into(), msg.payload);
     map.insert("type".into(), (msg.event_type.0 as i64).into());
     map.insert("client".into(), (inv.client_id() as i64).into());
+    if let Sender::Client(client) = &inv.sender {
+        if !client.is_anonymous() {
+            map.insert("user".into(), client.user());
+        }
+    }
     let msg_value = Dynamic::from_map(map);
 
     let _current = CurrentGuard::set(inv.clone());
@@ -375,9 +439,10 @@ pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: Request) {
                 return;
             }
             report(inv, name, &err);
-            return;
+            break;
         }
     }
+    inv.finish();
 }
 
 /// Call a script function with the host API available (`broadcast`,

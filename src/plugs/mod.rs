@@ -151,20 +151,29 @@ impl Plugs {
         client_slots: &Arc<ClientSlots>,
         runner: &mut Runner,
     ) {
+        // Replies, ERROR and NOT_FOUND carry the event as sent, tag included.
+        let (event, tagged) = (msg.reply_event(), msg.tag.is_some());
         let plug = match self.lookup(&msg.event).await {
             Lookup::Found(plug) => plug,
             Lookup::NotFound => {
-                self.router.not_found(client.id(), &msg.event);
+                self.router.not_found(client.id(), &event);
+                if tagged {
+                    self.router.end(client.id(), &event);
+                }
                 return;
             }
             Lookup::Broken(err) => {
-                self.router.error(client.id(), &msg.event, err.to_reply());
+                self.router.error(client.id(), &event, err.to_reply());
+                if tagged {
+                    self.router.end(client.id(), &event);
+                }
                 return;
             }
         };
         let (sender, cancel) = (Sender::Client(client.clone()), client.cancel().clone());
-        let inv = Invocation::new(sender, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw)
-            .with_timeout(self.timeout);
+        let inv = Invocation::new(sender, event, plug.name.clone(), cancel, self.router.clone(), raw)
+            .with_timeout(self.timeout)
+            .ending(tagged);
         let own = client_slots.acquire().await;
         let Ok(global) = self.slots.clone().acquire_owned().await else { return };
         let in_flight = InFlight::enter(&self.in_flight);

@@ -427,7 +427,8 @@ impl Registry {
             return PathKind::Other;
         }
         let parts: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
-        if parts.iter().any(|p| p.starts_with('.')) {
+        // `#` starts a request tag in an event name: such files are not plugs.
+        if parts.iter().any(|p| p.starts_with('.') || p.contains('#')) {
             PathKind::Other
         } else if parts.iter().any(|p| p.starts_with('_')) {
             PathKind::Module(name)
@@ -572,6 +573,7 @@ mod tests {
         assert_eq!(reg.classify(Path::new("/p/a/.b.rhai.swp")), PathKind::Other);
         assert_eq!(reg.classify(Path::new("/p/a/b.rhai~")), PathKind::Other);
         assert_eq!(reg.classify(Path::new("/p/.hidden/b.rhai")), PathKind::Other);
+        assert_eq!(reg.classify(Path::new("/p/a#1.rhai")), PathKind::Other, "# starts a tag");
         assert_eq!(reg.classify(Path::new("/elsewhere/b.rhai")), PathKind::Other);
     }
 }

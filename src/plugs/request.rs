@@ -22,18 +22,33 @@ use crate::protocol::{self, EventType, ProtocolError};
 #[derive(Debug, Clone)]
 pub struct Request {
     pub event_type: EventType,
-    /// Shared with the invocation and `msg.event` without copies.
+    /// The plug's name: the event without its tag. Shared with the
+    /// invocation and `msg.event` without copies.
     pub event: ImmutableString,
+    /// A tagged request's tag (`chat#17` → `17`): its replies, ERROR and
+    /// end marker carry the whole `chat#17`.
+    pub tag: Option<ImmutableString>,
     pub payload: Dynamic,
 }
 
 impl Request {
     /// Check a frame as [`protocol::decode`] does, with the same errors,
-    /// and read its payload. An empty payload reads as `{}` (SPEC 2).
+    /// plus the request tag ([`protocol::split_tag`]), and read its
+    /// payload. An empty payload reads as `{}` (SPEC 2).
     pub fn read(frame: &[u8]) -> Result<Request, ProtocolError> {
         let header = protocol::decode_header(frame)?;
+        let (name, tag) = protocol::split_tag(header.event)?;
         let payload = parse(header.payload).map_err(|e| ProtocolError::PayloadNotJson(e.to_string()))?;
-        Ok(Request { event_type: header.event_type, event: header.event.into(), payload })
+        Ok(Request { event_type: header.event_type, event: name.into(), tag: tag.map(Into::into), payload })
+    }
+
+    /// The event as the client sent it, tag included: the default event of
+    /// replies to the sender.
+    pub fn reply_event(&self) -> ImmutableString {
+        match &self.tag {
+            Some(tag) => format!("{}#{tag}", self.event).into(),
+            None => self.event.clone(),
+        }
     }
 }
 

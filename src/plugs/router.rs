@@ -7,11 +7,11 @@
 //! recipient.
 
 use bytes::Bytes;
-use rhai::{Dynamic, Map};
+use rhai::{Dynamic, ImmutableString, Map};
 use serde_json::json;
 
 use crate::errors::ErrorCode;
-use crate::hub::{ClientId, Hub};
+use crate::hub::{Audience, ClientId, Hub};
 use crate::protocol::{encode_parts, sync, EventType, ProtocolError, HEADER_LEN};
 
 /// A reply a plug produced, checked and encoded: the payload's JSON is
@@ -35,18 +35,44 @@ pub enum ReplyError {
     BadEvent(String),
     #[error("reply event name is {0} bytes; at most 255 fit in the format")]
     EventTooLong(usize),
-    #[error("reply `type` must be an integer from 0 to 255 (see EventType::...), not {0}")]
+    #[error("reply `type` must be an integer from 0 to 255 but 11 (END, the server's), see EventType::..., not {0}")]
     BadType(String),
     #[error("reply payload cannot be turned into JSON: {0}")]
     NotJson(String),
     #[error("reply is {0} bytes; a message holds at most 4 GiB")]
     TooLong(usize),
+    #[error("{0}")]
+    BadRoom(String),
+}
+
+/// The longest room name, in bytes.
+pub const MAX_ROOM_LEN: usize = 128;
+
+/// Room names are 1 to [`MAX_ROOM_LEN`] bytes.
+pub fn check_room(room: &str) -> Result<(), String> {
+    if room.is_empty() {
+        return Err("a room name cannot be empty".into());
+    }
+    if room.len() > MAX_ROOM_LEN {
+        return Err(format!("a room name is at most {MAX_ROOM_LEN} bytes; this one is {}", room.len()));
+    }
+    Ok(())
 }
 
 impl Reply {
     /// Read a reply map; `event` defaults to the request's event, `type`
-    /// to MESSAGE.
+    /// to MESSAGE. A `room` field is ignored: see [`Reply::from_yield`].
     pub fn from_dynamic(value: Dynamic, default_event: &str) -> Result<Reply, ReplyError> {
+        Reply::read(value, default_event, false).map(|(reply, _)| reply)
+    }
+
+    /// Read a yielded reply, which may name a `room` to go to (then its
+    /// type defaults to BROADCAST).
+    pub fn from_yield(value: Dynamic, default_event: &str) -> Result<(Reply, Option<ImmutableString>), ReplyError> {
+        Reply::read(value, default_event, true)
+    }
+
+    fn read(value: Dynamic, default_event: &str, rooms: bool) -> Result<(Reply, Option<ImmutableString>), ReplyError> {
         let type_name = value.type_name();
         let mut map: Map = value.try_cast().ok_or_else(|| ReplyError::NotAMap(type_name.to_owned()))?;
         let payload = map.remove("payload").ok_or(ReplyError::NoPayload)?;
@@ -59,16 +85,29 @@ impl Reply {
         if event.len() > 255 {
             return Err(ReplyError::EventTooLong(event.len()));
         }
+        let room = match map.remove("room") {
+            Some(r) if rooms && r.is_string() => {
+                let room = r.into_immutable_string().unwrap_or_default();
+                check_room(&room).map_err(ReplyError::BadRoom)?;
+                Some(room)
+            }
+            Some(r) if rooms => {
+                return Err(ReplyError::BadRoom(format!("reply `room` must be a string, not {}", r.type_name())))
+            }
+            _ => None,
+        };
         let event_type = match map.remove("type") {
+            None if room.is_some() => EventType::BROADCAST,
             None => EventType::MESSAGE,
             Some(t) => t
                 .as_int()
                 .ok()
                 .and_then(|n| u8::try_from(n).ok())
                 .map(EventType)
+                .filter(|t| *t != EventType::END)
                 .ok_or_else(|| ReplyError::BadType(t.to_string()))?,
         };
-        Reply::new(event_type, event, &payload)
+        Ok((Reply::new(event_type, event, &payload)?, room))
     }
 
     /// Encode a reply with `payload` rendered as JSON. The JSON is written
@@ -199,6 +238,13 @@ impl Router {
         self.hub.broadcast_waiting(bytes, self.exclude_sender.then_some(sender), pause)
     }
 
+    /// A send to `room` caused by `sender` (a room yield, `rooms::send`),
+    /// under the `excludeSenderOnBroadcast` rule, waiting for full readers
+    /// as a broadcast does.
+    pub fn room_send(&self, sender: ClientId, room: &str, bytes: Bytes, pause: impl FnMut() -> bool) -> usize {
+        self.hub.fan_out_waiting(Audience::Room(room), bytes, self.exclude_sender.then_some(sender), pause)
+    }
+
     /// `send_to` from a plug: waits for room, cuts off a reader that is stuck.
     pub fn send_to(&self, id: ClientId, bytes: Bytes, pause: impl FnMut() -> bool) -> bool {
         self.hub.send_to_waiting(id, bytes, pause)
@@ -210,6 +256,11 @@ impl Router {
         } else {
             Err(Gone)
         }
+    }
+
+    /// The end of a tagged request that ran no plug (not found, broken).
+    pub fn end(&self, client: ClientId, event: &str) {
+        let _ = self.to_client(client, end_bytes(event));
     }
 
     pub fn not_found(&self, client: ClientId, event: &str) {
@@ -224,6 +275,11 @@ impl Router {
     pub fn error(&self, client: ClientId, event: &str, payload: serde_json::Value) {
         let _ = self.to_client(client, error_from_value(event, &payload));
     }
+}
+
+/// The END message of a tagged request: type END, the tagged event, `{}`.
+pub fn end_bytes(event: &str) -> Bytes {
+    Bytes::from(encode_parts(EventType::END, event, b"{}").unwrap_or_default())
 }
 
 /// An ERROR message: `{"error": code, "message": text, ...context}`.

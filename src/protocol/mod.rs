@@ -39,6 +39,9 @@ impl EventType {
     pub const CUSTOM_3: EventType = EventType(8);
     pub const CUSTOM_4: EventType = EventType(9);
     pub const CUSTOM_5: EventType = EventType(10);
+    /// Server to client only: the end of a tagged request's replies
+    /// (`name#tag`, see [`split_tag`]). Not among the types plugs may send.
+    pub const END: EventType = EventType(11);
 
     /// Every named type, as scripts see them in `EventType::NAME`.
     pub const NAMED: [(&'static str, EventType); 11] = [
@@ -91,6 +94,10 @@ pub enum ProtocolError {
     EventTooLong(usize),
     #[error("message is {0} bytes; the length field holds at most 4294967295")]
     MessageTooLong(usize),
+    #[error(
+        "request tag in `{event}` {why}: write `name#tag` with a tag of 1 to 64 printable ASCII characters and no `#`"
+    )]
+    BadTag { event: String, why: &'static str },
 }
 
 impl ProtocolError {
@@ -158,6 +165,31 @@ pub fn decode_header(frame: &[u8]) -> Result<Header<'_>, ProtocolError> {
     Ok(Header { event_type, event, payload })
 }
 
+/// The most bytes a request tag may have.
+pub const MAX_TAG_LEN: usize = 64;
+
+/// Split a request's event into the plug's name and its tag: `chat#17` is
+/// plug `chat` with tag `17` (SPEC 10.3), so a client can match replies to
+/// requests. The tag is 1 to [`MAX_TAG_LEN`] printable ASCII bytes
+/// (`!` to `~`) with no second `#`.
+pub fn split_tag(event: &str) -> Result<(&str, Option<&str>), ProtocolError> {
+    let Some((name, tag)) = event.split_once('#') else { return Ok((event, None)) };
+    let bad = |why| Err(ProtocolError::BadTag { event: event.to_owned(), why });
+    if tag.is_empty() {
+        return bad("is empty");
+    }
+    if tag.len() > MAX_TAG_LEN {
+        return bad("is longer than 64 bytes");
+    }
+    if tag.contains('#') {
+        return bad("has a second `#`");
+    }
+    if !tag.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad("has a character that is not printable ASCII");
+    }
+    Ok((name, Some(tag)))
+}
+
 /// Validate JSON without building a value.
 fn check_json(text: &str) -> Result<(), ProtocolError> {
     serde_json::from_str::<serde::de::IgnoredAny>(text)
@@ -209,6 +241,26 @@ mod tests {
 
     fn frame(event: &str, payload: &str) -> Vec<u8> {
         encode(&Message::new(EventType::MESSAGE, event, payload)).unwrap()
+    }
+
+    #[test]
+    fn request_tags_split_and_are_checked() {
+        assert_eq!(split_tag("chat"), Ok(("chat", None)));
+        assert_eq!(split_tag("chat#17"), Ok(("chat", Some("17"))));
+        assert_eq!(split_tag("a/b#x-Y_z~!"), Ok(("a/b", Some("x-Y_z~!"))));
+        assert_eq!(split_tag(&format!("e#{}", "t".repeat(64))).unwrap().1.map(str::len), Some(64));
+        for (bad, why) in [
+            ("chat#", "is empty"),
+            ("chat#a#b", "second"),
+            ("chat#a b", "not printable"),
+            ("chat#\u{e9}", "not printable"),
+            ("chat#\n", "not printable"),
+        ] {
+            let err = split_tag(bad).unwrap_err();
+            assert!(err.to_string().contains(why), "{bad}: {err}");
+            assert_eq!(err.code(), ErrorCode::BadFrame);
+        }
+        assert!(split_tag(&format!("e#{}", "t".repeat(65))).unwrap_err().to_string().contains("longer than 64"));
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub async fn run(args: Args) -> Result<()> {
     let tasks: Vec<_> =
         receivers.into_iter().map(|ws| tokio::spawn(receive(ws, event.clone(), done_rx.clone()))).collect();
 
+    // reqwest needs a rustls provider even for plain http.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder().no_proxy().build().context("HTTP client")?;
     let seq = Arc::new(AtomicU64::new(0));
     let mark = args.server_pid.map(CpuMark::now).transpose()?;

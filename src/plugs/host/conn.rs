@@ -41,11 +41,12 @@ pub fn register(engine: &mut Engine, max_bytes: usize) {
         })
     });
     host("id").set_into_module(&mut m, |ctx: NativeCallContext| -> HostResult<i64> {
+        with_state(&ctx, "id", |_| Ok(()))?;
         Ok(invocation(&ctx, "conn::id")?.client_id() as i64)
     });
     host("user").set_into_module(&mut m, |ctx: NativeCallContext| -> HostResult<Dynamic> {
-        invocation(&ctx, "conn::user")?;
-        Ok(Dynamic::UNIT)
+        with_state(&ctx, "user", |_| Ok(()))?;
+        Ok(invocation(&ctx, "conn::user")?.user())
     });
     engine.register_static_module("conn", m.into());
 }

@@ -9,6 +9,7 @@
 //! - [`store`]: `store::`, the shared key/value store.
 //! - [`conn`]: `conn::`, per-connection state.
 //! - [`http`]: `http::`, calling other services.
+//! - [`rooms`]: `rooms::`, groups of clients and who is in them.
 //!
 //! A host function that fails throws a map like an ERROR payload,
 //! `#{error: "limit_exceeded", message: "...", limit: "store.maxBytes"}`:
@@ -24,6 +25,7 @@
 pub mod conn;
 pub mod global;
 pub mod http;
+pub mod rooms;
 pub mod server;
 pub mod store;
 
@@ -45,6 +47,8 @@ pub struct Services {
     /// `limits.connStateBytes`.
     pub conn_state_bytes: usize,
     pub egress: Arc<crate::egress::Egress>,
+    /// `limits.roomsPerClient`.
+    pub rooms_per_client: usize,
 }
 
 impl Services {
@@ -55,6 +59,7 @@ impl Services {
             store: Arc::new(crate::store::memory::MemoryStore::new(settings.store.max_bytes)),
             conn_state_bytes: settings.limits.conn_state_bytes,
             egress: Arc::new(crate::egress::Egress::new(&settings.http)?),
+            rooms_per_client: settings.limits.rooms_per_client,
         })
     }
 }
@@ -66,6 +71,7 @@ pub fn register(engine: &mut Engine, services: &Services) {
     store::register(engine, services.store.clone());
     conn::register(engine, services.conn_state_bytes);
     http::register(engine, services.egress.clone());
+    rooms::register(engine, services.rooms_per_client);
 }
 
 /// Volatile so the optimizer never runs these at compile time: each has

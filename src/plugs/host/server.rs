@@ -1,5 +1,6 @@
 //! INIT's `server` parameter, the Rhai type `Server`: registers callbacks
-//! for clients connecting and disconnecting, starts and cancels timers,
+//! for clients connecting and disconnecting and joining and leaving rooms,
+//! starts and cancels timers,
 //! lists clients and can disconnect them all. [`crate::init`] runs INIT
 //! and fires the callbacks; [`crate::timers`] runs the timers.
 
@@ -20,6 +21,8 @@ pub const CLOSE_KICKED: u16 = 1000;
 pub struct Hooks {
     pub on_connect: Mutex<Vec<FnPtr>>,
     pub on_disconnect: Mutex<Vec<FnPtr>>,
+    pub on_join: Mutex<Vec<FnPtr>>,
+    pub on_leave: Mutex<Vec<FnPtr>>,
 }
 
 /// What INIT's `server` parameter is (the Rhai type `Server`).
@@ -36,6 +39,8 @@ pub fn register(engine: &mut Engine) {
         .register_type_with_name::<ServerHandle>("Server")
         .register_fn("on_connect", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_connect, f))
         .register_fn("on_disconnect", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_disconnect, f))
+        .register_fn("on_join", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_join, f))
+        .register_fn("on_leave", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_leave, f))
         .register_fn("clients", |s: &mut ServerHandle| -> Array {
             s.hub.ids().into_iter().map(|id| Dynamic::from(id as i64)).collect()
         })
