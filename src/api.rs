@@ -21,6 +21,8 @@ use warp::{Filter, Reply};
 
 use crate::app::App;
 use crate::errors::ErrorCode;
+use crate::hub::Audience;
+use crate::plugs::router::check_room;
 use crate::plugs::call::CallOutcome;
 use crate::plugs::request::Request;
 use crate::protocol::{encode_parts, EventType};
@@ -155,9 +157,10 @@ where
     let publish = Publish::from_json(request).map_err(bad_request)?;
     let bytes = encode_parts(publish.event_type, &publish.event, publish.payload.to_string().as_bytes())
         .map_err(|e| bad_request(e.to_string()))?;
-    let delivered = match publish.to {
+    let delivered = match &publish.to {
         Target::All => app.hub.broadcast(Bytes::from(bytes), None),
-        Target::Client(id) => usize::from(app.hub.send_to(id, Bytes::from(bytes))),
+        Target::Client(id) => usize::from(app.hub.send_to(*id, Bytes::from(bytes))),
+        Target::Room(room) => app.hub.fan_out(Audience::Room(room), Bytes::from(bytes), None),
     };
     Ok((StatusCode::OK, json!({ "delivered": delivered })))
 }
@@ -175,6 +178,7 @@ struct Publish {
 enum Target {
     All,
     Client(u64),
+    Room(String),
 }
 
 impl Publish {
@@ -193,9 +197,17 @@ impl Publish {
             None => Target::All,
             Some(Value::String(s)) if s == "all" => Target::All,
             Some(Value::Number(n)) if n.as_u64().is_some_and(|id| id > 0) => Target::Client(n.as_u64().unwrap_or(0)),
-            Some(other) => return Err(format!("`to` must be \"all\" or a client id, not {other}")),
+            Some(Value::Object(o)) if o.len() == 1 && o.get("room").is_some_and(Value::is_string) => {
+                let room = o.get("room").and_then(Value::as_str).unwrap_or_default().to_owned();
+                check_room(&room)?;
+                Target::Room(room)
+            }
+            Some(other) => {
+                return Err(format!("`to` must be \"all\", a client id or {{\"room\": \"name\"}}, not {other}"))
+            }
         };
-        let default_type = if to == Target::All { EventType::BROADCAST } else { EventType::MESSAGE };
+        let default_type =
+            if matches!(to, Target::Client(_)) { EventType::MESSAGE } else { EventType::BROADCAST };
         let event_type = match fields.remove("type") {
             None => default_type,
             Some(t) => t
@@ -280,6 +292,8 @@ mod tests {
         assert_eq!((p.to, p.event_type, p.payload), (Target::Client(7), EventType::CUSTOM_1, json!({})));
         let p = Publish::from_json(json!({"event": "dm", "to": 7})).unwrap();
         assert_eq!(p.event_type, EventType::MESSAGE, "one client: MESSAGE by default");
+        let p = Publish::from_json(json!({"event": "chat", "to": {"room": "lobby"}})).unwrap();
+        assert_eq!((p.to, p.event_type), (Target::Room("lobby".into()), EventType::BROADCAST));
         for (bad, text) in [
             (json!([1]), "JSON object"),
             (json!({}), "needs an `event`"),
@@ -288,6 +302,8 @@ mod tests {
             (json!({"event": 5}), "must be a string"),
             (json!({"event": "e", "to": "some"}), "`to` must be"),
             (json!({"event": "e", "to": -1}), "`to` must be"),
+            (json!({"event": "e", "to": {"room": ""}}), "cannot be empty"),
+            (json!({"event": "e", "to": {"room": "r", "x": 1}}), "`to` must be"),
             (json!({"event": "e", "type": 256}), "`type` must be"),
             (json!({"event": "e", "tpye": 1}), "unknown field `tpye`"),
         ] {

@@ -26,6 +26,8 @@ pub struct App {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The INIT hook's callbacks, if `INIT.rhai` exists.
     pub init: Option<Arc<InitScript>>,
+    /// How connecting clients are identified (`auth.*`).
+    pub auth: Arc<crate::auth::Auth>,
     /// INIT's timers; stopped when shutdown begins, or when the last clone
     /// of the app goes (a start-up that failed after INIT).
     pub timers: Timers,
@@ -73,6 +75,7 @@ impl App {
         };
         let hub = Hub::with_queue_limit(settings.limits.outbound_queue_bytes);
         let services = Services::local(&settings).map_err(|e| StartError::Config(e.to_string()))?;
+        let auth = Arc::new(crate::auth::Auth::new(&settings.auth).map_err(StartError::Config)?);
         let plugs = Plugs::new(&settings, hub.clone(), &services);
         let timers = Timers::new();
         // Any error from here on drops this, and the timers INIT started stop.
@@ -107,6 +110,7 @@ impl App {
             plugs,
             tls,
             init,
+            auth,
             timers,
             _stop_timers,
             draining,

@@ -90,6 +90,9 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "http.timeoutMs", kind: POSITIVE, default: "10000", doc: "Most time one `http::` request may take, connecting and reading the body included (a plug's `timeout_ms` option may set another); the plug's own `limits.timeoutMs` still applies." },
     KeyDoc { key: "http.maxResponseBytes", kind: POSITIVE, default: "1048576", doc: "Largest response body `http::` accepts; a larger one is an `http_too_large` error, never truncated." },
     KeyDoc { key: "http.maxConcurrent", kind: POSITIVE, default: "64", doc: "`http::` requests in flight in the whole server; further requests wait (under their time limits)." },
+    KeyDoc { key: "auth.jwtSecret", kind: Kind::Str, default: "", doc: "Verify clients' tokens (`?token=` or `Authorization: Bearer`) as HS256 JWTs signed with this secret; a bad, expired or not-yet-valid token is refused with HTTP 401, a valid one's claims are the client's identity. Empty: no HS256." },
+    KeyDoc { key: "auth.jwtPublicKeyFile", kind: Kind::Str, default: "", doc: "Verify clients' tokens as JWTs signed by this public key (PEM): RS256 for an RSA key, ES256 for an EC P-256 key, and no other algorithm. Set this or auth.jwtSecret, not both. Empty: none." },
+    KeyDoc { key: "auth.required", kind: Kind::Bool, default: "false", doc: "Refuse (HTTP 401) clients that end up anonymous: no valid token, and no identity from INIT's `server.on_auth`." },
     KeyDoc { key: "api.key", kind: Kind::Str, default: "", doc: "Turns on the HTTP API (`POST /api/publish`, `POST /api/call/EVENT`) for requests with `Authorization: Bearer <api.key>`. Empty: the API is off (404)." },
     KeyDoc { key: "memoryMetrics.isOn", kind: Kind::Bool, default: "false", doc: "Periodically log memory use." },
     KeyDoc { key: "memoryMetrics.interval", kind: POSITIVE, default: "5000", doc: "Milliseconds between memory logs." },
@@ -157,6 +160,29 @@ pub struct Settings {
     pub store: StoreSettings,
     pub http: HttpSettings,
     pub api: ApiSettings,
+    pub auth: AuthSettings,
+}
+
+/// `auth.*`: identity at connect.
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// HS256 secret; empty when unset.
+    pub jwt_secret: String,
+    /// RS256/ES256 public key (PEM); empty when unset.
+    pub jwt_public_key_file: PathBuf,
+    pub required: bool,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    /// The secret is not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secret = if self.jwt_secret.is_empty() { "(unset)" } else { "(set)" };
+        f.debug_struct("AuthSettings")
+            .field("jwt_secret", &secret)
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("required", &self.required)
+            .finish()
+    }
 }
 
 /// `store.*`.
@@ -300,6 +326,11 @@ impl Settings {
                 max_concurrent: r.int("http.maxConcurrent")? as usize,
             },
             api: ApiSettings { key: r.string("api.key")? },
+            auth: AuthSettings {
+                jwt_secret: r.string("auth.jwtSecret")?,
+                jwt_public_key_file: PathBuf::from(r.string("auth.jwtPublicKeyFile")?),
+                required: r.bool("auth.required")?,
+            },
         })
     }
 }
@@ -701,9 +732,9 @@ mod tests {
 
     #[test]
     fn the_api_key_is_not_printed() {
-        let s = Settings::load(None, &[], &cli(&[("api.key", "hunter2")])).unwrap();
-        assert_eq!(s.api.key, "hunter2");
-        assert!(!format!("{s:?}").contains("hunter2"));
+        let s = Settings::load(None, &[], &cli(&[("api.key", "hunter2"), ("auth.jwtSecret", "swordfish")])).unwrap();
+        assert_eq!((s.api.key.as_str(), s.auth.jwt_secret.as_str()), ("hunter2", "swordfish"));
+        assert!(!format!("{s:?}").contains("hunter2") && !format!("{s:?}").contains("swordfish"));
     }
 
     #[test]

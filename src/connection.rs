@@ -37,11 +37,11 @@ pub const MAX_BAD_FRAMES_IN_A_ROW: u32 = 32;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Serve one upgraded WebSocket until either side ends.
-pub async fn serve<S>(socket: S, app: App)
+pub async fn serve<S>(socket: S, app: App, user: rhai::Dynamic)
 where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage> + Send + 'static,
 {
-    let reg = app.hub.register();
+    let reg = app.hub.register_as(user);
     let (id, client) = (reg.id(), reg.handle);
     tracing::debug!(client = id, "connected");
     app.connected(&client);

@@ -1,6 +1,7 @@
 //! Plain HTTP on the WebSocket port (a GET that is not an upgrade): the
 //! playground page at `/`, the JS client module at `/ssocket.js`, a JSON
-//! list of plugs at `/api/plugs` and counters at `/api/stats`. All are off
+//! list of plugs at `/api/plugs`, counters at `/api/stats` and who is in
+//! which room at `/api/rooms`. All are off
 //! when `playground` is false, for production.
 
 use std::time::UNIX_EPOCH;
@@ -35,7 +36,11 @@ pub fn routes(app: App) -> BoxedFilter<(Box<dyn Reply>,)> {
     let stats = warp::path!("api" / "stats")
         .and(warp::get())
         .map(move || Box::new(warp::reply::json(&stats_json(&stats_app))) as Box<dyn Reply>);
-    page.or(js).unify().or(api).unify().or(stats).unify().boxed()
+    let rooms_app = app.clone();
+    let rooms = warp::path!("api" / "rooms")
+        .and(warp::get())
+        .map(move || Box::new(warp::reply::json(&rooms_json(&rooms_app))) as Box<dyn Reply>);
+    page.or(js).unify().or(api).unify().or(stats).unify().or(rooms).unify().boxed()
 }
 
 /// `{connections, inFlight, plugs, rssBytes, timers, timerTicksSkipped}`:
@@ -50,6 +55,26 @@ pub fn stats_json(app: &App) -> Value {
         "timers": app.timers.len(),
         "timerTicksSkipped": app.timers.skipped(),
     })
+}
+
+/// `{"rooms": [{room, members: [{client, user}]}]}`, rooms sorted, members
+/// by id: the playground's "who is in which room" view.
+pub fn rooms_json(app: &App) -> Value {
+    let rooms: Vec<Value> = app
+        .hub
+        .rooms()
+        .into_iter()
+        .map(|room| {
+            let members: Vec<Value> = app
+                .hub
+                .member_handles(&room)
+                .into_iter()
+                .map(|h| json!({ "client": h.id(), "user": serde_json::to_value(h.user()).unwrap_or(Value::Null) }))
+                .collect();
+            json!({ "room": room, "members": members })
+        })
+        .collect();
+    json!({ "rooms": rooms })
 }
 
 /// `[{event, functions, file, loadedAt, error}]`: `loadedAt` in ms since

@@ -78,6 +78,23 @@ pub fn run_if_present(
     Ok(Some(script))
 }
 
+/// Why `on_auth` refused: the text it threw (a string, or a map's
+/// `message`), else what went wrong.
+fn refusal(function: &str, err: &EvalAltResult) -> String {
+    let mut inner = err;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, next, _) = inner {
+        inner = next;
+    }
+    match inner {
+        EvalAltResult::ErrorRuntime(value, _) if value.is_string() => value.to_string(),
+        EvalAltResult::ErrorRuntime(value, _) if value.is_map() => value
+            .read_lock::<rhai::Map>()
+            .and_then(|m| m.get("message").map(|m| m.to_string()))
+            .unwrap_or_else(|| failure(function, err)),
+        _ => failure(function, err),
+    }
+}
+
 /// What went wrong in a run of INIT's code, with the line: `message (line
 /// L, column C)`.
 fn failure(function: &str, err: &EvalAltResult) -> String {
@@ -135,6 +152,35 @@ impl InitScript {
                     }
                 }
             });
+        }
+    }
+
+    /// Whether INIT registered `server.on_auth`.
+    pub fn has_on_auth(&self) -> bool {
+        self.hooks.on_auth.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Ask `on_auth(req)` who a connecting client is: a map (its identity)
+    /// or `()` (anonymous); an error (thrown, past a limit, a wrong return)
+    /// is the refusal's reason. It runs on the plug threads under the plug
+    /// limits, and stops if the upgrade is abandoned (this future dropped).
+    pub async fn authenticate(&self, req: rhai::Map) -> Result<Dynamic, String> {
+        let Some(f) = self.hooks.on_auth.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return Ok(Dynamic::UNIT);
+        };
+        let (engine, ast) = (self.engine.clone(), self.ast.clone());
+        let stop = crate::plugs::CancelOnDrop::new();
+        let inv = self.plugs.hook_invocation(Sender::Nobody, "auth", stop.flag());
+        let answer = self.plugs.run_blocking(move || {
+            let mut args: Vec<Dynamic> = f.curry().to_vec();
+            args.push(Dynamic::from_map(req));
+            invoke::call_function(&engine, &ast, &inv, f.fn_name(), args).map_err(|e| refusal(f.fn_name(), &e))
+        });
+        let identity = answer.await.unwrap_or_else(|| Err("the server is stopping".into()))?;
+        if identity.is_unit() || identity.is_map() {
+            Ok(identity)
+        } else {
+            Err(format!("on_auth returned {}; it must return a map (the identity) or () (anonymous)", identity.type_name()))
         }
     }
 

@@ -29,6 +29,7 @@
 //! - [`upgrade`]: the WebSocket handshake, with socket buffers sized by us.
 //! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.
 //! - [`api`]: the HTTP API: `POST /api/publish`, `POST /api/call/EVENT`.
+//! - [`auth`]: identity at connect: tokens, JWT verification.
 //! - [`app`]: the shared state of a running server ([`app::App`]).
 //! - [`server`]: start-up and shutdown: bind, serve, drain.
 //! - [`store`]: the `store::` key/value store behind one trait, in memory.
@@ -39,6 +40,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod cancel;
 pub mod client;
 pub mod config;

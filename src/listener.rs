@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
 use crate::server::routes;
+use crate::upgrade::RemoteAddr;
 
 /// A client that has not finished its TLS handshake by then is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -69,7 +70,12 @@ pub async fn serve(
         if let Err(err) = tcp.set_nodelay(true) {
             tracing::debug!("cannot set TCP_NODELAY for {peer}: {err}");
         }
-        let svc = TowerToHyperService::new(warp::service(filter.clone()));
+        // Each request carries the peer's address (for `on_auth` and logs).
+        let warp_svc = TowerToHyperService::new(warp::service(filter.clone()));
+        let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(RemoteAddr(peer));
+            hyper::service::Service::call(&warp_svc, req)
+        });
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let mut stop = stopped.clone();

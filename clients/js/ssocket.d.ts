@@ -13,6 +13,8 @@ export declare const EventType: Readonly<{
   CUSTOM_3: 8;
   CUSTOM_4: 9;
   CUSTOM_5: 10;
+  /** Server to client: a tagged request (`name#tag`) has no more replies. */
+  END: 11;
 }>;
 
 /** One of the named event types (any byte 0..255 may appear on the wire). */
@@ -71,7 +73,8 @@ export interface SsocketError extends Error {
   /**
    * For ERROR messages: the server's `error` field (e.g. `bad_frame`,
    * `payload_too_large`, `script_error`). Client-side: `bad_message`,
-   * `sync_failed`, `handler_failed` or `socket`.
+   * `sync_failed`, `handler_failed` or `socket`; from `request` and
+   * `stream` also `not_found`, `timeout` and `closed`.
    */
   code: string;
   /** The event the error is about, when known. */
@@ -97,6 +100,16 @@ export interface ReconnectOptions {
 
 /** The subset of the WebSocket constructor the client uses. */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocket;
+
+export interface RequestOptions {
+  /**
+   * `request`: how long to wait for the first reply (default 10000 ms).
+   * `stream`: how long to wait for each next reply (default: no limit).
+   */
+  timeoutMs?: number;
+  /** The request's type byte (default MESSAGE). */
+  type?: number;
+}
 
 export interface SsocketClientOptions {
   /** Reconnect after an unexpected close, with exponential backoff and jitter. Default false. */
@@ -128,6 +141,21 @@ export declare class SsocketClient {
    * Throws if not connected (await `ready` first) or the message cannot be encoded.
    */
   send(event: string, payload?: unknown, type?: number): void;
+
+  /**
+   * Send a tagged request (`event#tag`) and resolve with its first reply's
+   * payload, or `undefined` if the plug ended without replying. Rejects
+   * with an `SsocketError` whose `code` is the ERROR's code, `not_found`,
+   * `timeout` or `closed`. Throws at once if not connected.
+   */
+  request<P = any>(event: string, payload?: unknown, options?: RequestOptions): Promise<P | undefined>;
+
+  /**
+   * Send a tagged request and iterate over every reply's payload until the
+   * plug ends: `for await (const p of client.stream('feed'))`. The
+   * iteration throws as `request` rejects; breaking out stops listening.
+   */
+  stream<P = any>(event: string, payload?: unknown, options?: RequestOptions): AsyncIterableIterator<P>;
 
   /**
    * Handle messages of `event` (not ERROR or NOT_FOUND ones); `'*'` handles

@@ -10,6 +10,8 @@
 export const EventType = Object.freeze({
   MESSAGE: 0, BROADCAST: 1, AUTH: 2, SYNC: 3, ERROR: 4, NOT_FOUND: 5,
   CUSTOM_1: 6, CUSTOM_2: 7, CUSTOM_3: 8, CUSTOM_4: 9, CUSTOM_5: 10,
+  /** Server to client: a tagged request (`name#tag`) has no more replies. */
+  END: 11,
 });
 
 const HEADER_LEN = 6;
@@ -106,6 +108,12 @@ export function applySync(previousBytes, diff) {
   return out;
 }
 
+// An ERROR message as an Error: `code` is its `error`, `payload` all of it.
+function serverError(msg) {
+  const p = msg.payload && typeof msg.payload === 'object' ? msg.payload : {};
+  return Object.assign(new Error(p.message || `ERROR from the server for "${msg.event}"`), { code: p.error || 'error', event: msg.event, payload: msg.payload });
+}
+
 function toBytes(x) {
   if (x instanceof Uint8Array) return x;
   if (x instanceof ArrayBuffer) return new Uint8Array(x);
@@ -123,6 +131,8 @@ function toBytes(x) {
  *   NOT_FOUND replies; `onOpen(fn)` / `onClose(fn)`: connection changes.
  * - SYNC replies are patched onto the last full message of their event and
  *   handlers receive the full payload (meta.type = SYNC).
+ * - `request` and `stream` tag a message (`event#tag`) so its replies can be
+ *   told apart from any other's, even with many in flight.
  */
 export class SsocketClient {
   /**
@@ -144,6 +154,8 @@ export class SsocketClient {
     this._handlers = new Map(); // event or '*' -> Set of handlers
     this._listeners = { error: new Set(), notFound: new Set(), open: new Set(), close: new Set() };
     this._bases = new Map(); // event -> last full message bytes (SYNC base)
+    this._tagged = new Map(); // 'event#tag' -> receiver of that request's messages
+    this._nextTag = 1;
     this._attempt = 0;
     this._closed = false;
     this._timer = null;
@@ -169,6 +181,92 @@ export class SsocketClient {
     const bytes = encode(event, payload, type);
     this._bases.set(String(event), bytes);
     this._ws.send(bytes);
+  }
+
+  /**
+   * Send a request and wait for its first reply (SPEC 10.3). The message
+   * goes out tagged (`event#tag`), so the reply is this request's even with
+   * others of the same event in flight.
+   * @param {string} event the plug's event (without a tag)
+   * @param {*} [payload]
+   * @param {{timeoutMs?: number, type?: number}} [options] timeoutMs default 10000
+   * @returns {Promise<*>} the first reply's payload; `undefined` if the plug ended without replying
+   * @throws rejects with `err.code`: the ERROR's code (`err.payload` has it whole), 'not_found', 'timeout' or 'closed'
+   */
+  request(event, payload, options = {}) {
+    const { timeoutMs = 10000, type = EventType.MESSAGE } = options;
+    return new Promise((resolve, reject) => {
+      let timer;
+      const tagged = this._open(event, payload, type, (msg, err) => {
+        clearTimeout(timer);
+        this._tagged.delete(tagged);
+        if (err) reject(err);
+        else resolve(msg && msg.type !== EventType.END ? msg.payload : undefined);
+      });
+      timer = setTimeout(() => {
+        this._tagged.delete(tagged);
+        reject(Object.assign(new Error(`ssocket: no reply to "${event}" within ${timeoutMs} ms`), { code: 'timeout', event: tagged }));
+      }, timeoutMs);
+    });
+  }
+
+  /**
+   * Send a request and iterate over all its replies, until the plug ends.
+   * `for await (const payload of client.stream('feed', {}))`.
+   * @param {string} event the plug's event (without a tag)
+   * @param {*} [payload]
+   * @param {{timeoutMs?: number, type?: number}} [options] timeoutMs: the longest wait for each next reply (default: none)
+   * @returns {AsyncIterableIterator<*>} the replies' payloads
+   * @throws the iteration throws as {@link SsocketClient#request} rejects
+   */
+  stream(event, payload, options = {}) {
+    const { timeoutMs, type = EventType.MESSAGE } = options;
+    const queue = []; // {payload} | {err} | {done}
+    let wake = null;
+    let finished = false;
+    const push = (item) => { queue.push(item); if (wake) { wake(); wake = null; } };
+    const tagged = this._open(event, payload, type, (msg, err) => {
+      if (err) push({ err });
+      else if (msg.type === EventType.END) push({ done: true });
+      else { push({ payload: msg.payload }); return true; } // keep listening
+      this._tagged.delete(tagged);
+      return false;
+    });
+    const stop = () => { finished = true; this._tagged.delete(tagged); };
+    return {
+      [Symbol.asyncIterator]() { return this; },
+      next: async () => {
+        if (finished) return { done: true, value: undefined };
+        while (queue.length === 0) {
+          let timer;
+          const waited = new Promise((r) => { wake = r; });
+          if (timeoutMs !== undefined) {
+            timer = setTimeout(() => push({ err: Object.assign(new Error(`ssocket: no reply to "${event}" within ${timeoutMs} ms`), { code: 'timeout', event: tagged }) }), timeoutMs);
+          }
+          await waited;
+          clearTimeout(timer);
+        }
+        const item = queue.shift();
+        if (item.err) { stop(); throw item.err; }
+        if (item.done) { stop(); return { done: true, value: undefined }; }
+        return { done: false, value: item.payload };
+      },
+      return: async () => { stop(); return { done: true, value: undefined }; },
+    };
+  }
+
+  // Send `event` tagged and route its messages to `receive(msg, err)`,
+  // which returns true to keep receiving. Returns the tagged event name.
+  _open(event, payload, type, receive) {
+    const tagged = `${event}#${(this._nextTag++).toString(36)}`;
+    this._tagged.set(tagged, receive);
+    try {
+      this.send(tagged, payload, type);
+    } catch (e) {
+      this._tagged.delete(tagged);
+      throw e;
+    }
+    return tagged;
   }
 
   /**
@@ -287,6 +385,10 @@ export class SsocketClient {
     if (this._ws !== ws) return;
     this._ws = null;
     this._bases.clear(); // the server's invocations ended with the connection
+    for (const [tagged, receive] of [...this._tagged]) {
+      this._tagged.delete(tagged);
+      receive(null, Object.assign(new Error(`ssocket: connection closed before "${tagged}" finished`), { code: 'closed', event: tagged }));
+    }
     const willReconnect = !this._closed && !!this._reconnect;
     if (willReconnect) {
       if (this._ready.settled) this._pendingReady();
@@ -327,9 +429,18 @@ export class SsocketClient {
       return this._error('sync_failed', new Error(`ssocket: cannot apply SYNC for "${msg.event}": ${e.message}`), { event: msg.event });
     }
     const meta = { type: msg.type, event: msg.event };
+    const request = this._tagged.get(msg.event);
+    if (request) {
+      const err = msg.type === EventType.ERROR ? serverError(msg)
+        : msg.type === EventType.NOT_FOUND ? Object.assign(new Error(`ssocket: no plug answers "${msg.event}"`), { code: 'not_found', event: msg.event })
+          : null;
+      if (!request(msg, err)) this._tagged.delete(msg.event);
+      return this._dispatch(this._handlers.get('*'), msg.payload, meta);
+    }
+    // The END of a request nobody waits for (any more): only '*' sees it.
+    if (msg.type === EventType.END) return this._dispatch(this._handlers.get('*'), msg.payload, meta);
     if (msg.type === EventType.ERROR) {
-      const p = msg.payload && typeof msg.payload === 'object' ? msg.payload : {};
-      const err = Object.assign(new Error(p.message || `ERROR from the server for "${msg.event}"`), { code: p.error || 'error', event: msg.event, payload: msg.payload });
+      const err = serverError(msg);
       if (this._listeners.error.size === 0) console.warn(`ssocket: ${err.code}: ${err.message}`);
       this._emit('error', err);
     } else if (msg.type === EventType.NOT_FOUND) {

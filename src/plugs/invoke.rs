@@ -36,8 +36,12 @@ use crate::protocol::EventType;
 pub struct Invocation {
     /// Who the run is for: MESSAGE and SYNC replies go there.
     pub sender: Sender,
-    /// The request's event, the default event of replies.
+    /// The default event of replies to the sender: the request's event as
+    /// sent, its tag included.
     pub event: ImmutableString,
+    /// The request's event without its tag: the default event of replies
+    /// to others (broadcasts, rooms, `send_to`).
+    pub name: ImmutableString,
     /// The plug's name, for errors and logs.
     pub plug: ImmutableString,
     /// Set when the sender disconnects (or the server stops the run): the
@@ -173,6 +177,7 @@ impl Invocation {
     ) -> Invocation {
         Invocation {
             sender,
+            name: event.clone(),
             event,
             plug,
             cancel,
@@ -184,9 +189,13 @@ impl Invocation {
         }
     }
 
-    /// End the run with an END message to the sender (a tagged request).
-    pub fn ending(mut self, ends: bool) -> Invocation {
-        self.ends = ends;
+    /// A tagged request: replies to the sender default to `tagged` (the
+    /// event as sent), and the run ends with an END message to the sender.
+    pub fn tagged(mut self, tagged: Option<ImmutableString>) -> Invocation {
+        if let Some(tagged) = tagged {
+            self.event = tagged;
+            self.ends = true;
+        }
         self
     }
 
@@ -304,7 +313,7 @@ impl Invocation {
         if self.cancel.is_cancelled() {
             return Err(terminated());
         }
-        Reply::from_dynamic(value, &self.event).map_err(|e| runtime_error(e.to_string(), pos))
+        Reply::from_dynamic(value, &self.name).map_err(|e| runtime_error(e.to_string(), pos))
     }
 
     /// `yield_msg(reply)`: to the sender, or to a room if it names one.
@@ -312,7 +321,8 @@ impl Invocation {
         if self.cancel.is_cancelled() {
             return Err(terminated());
         }
-        let (reply, room) = Reply::from_yield(value, &self.event).map_err(|e| runtime_error(e.to_string(), pos))?;
+        let (reply, room) =
+            Reply::from_yield(value, &self.event, &self.name).map_err(|e| runtime_error(e.to_string(), pos))?;
         if let Some(room) = room {
             self.router.room_send(self.client_id(), &room, reply.encode(), || self.pause());
             return Ok(());

@@ -108,6 +108,19 @@ impl Plugs {
         });
     }
 
+    /// Run `job` on the plug threads under a server-wide slot
+    /// (`limits.maxInFlight`), counted in flight, and wait for its result
+    /// (None if the pool is gone).
+    pub async fn run_blocking<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let global = self.slots.clone().acquire_owned().await.ok()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.spawn(move || {
+            let _ = tx.send(job());
+            drop(global);
+        });
+        rx.await.ok()
+    }
+
     /// An invocation context for INIT's callbacks and timers, for `sender`
     /// and with `event` as the default event, under `limits.timeoutMs`.
     pub fn hook_invocation(&self, sender: Sender, event: &str, cancel: Cancel) -> Arc<Invocation> {
@@ -171,9 +184,9 @@ impl Plugs {
             }
         };
         let (sender, cancel) = (Sender::Client(client.clone()), client.cancel().clone());
-        let inv = Invocation::new(sender, event, plug.name.clone(), cancel, self.router.clone(), raw)
+        let inv = Invocation::new(sender, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw)
             .with_timeout(self.timeout)
-            .ending(tagged);
+            .tagged(tagged.then_some(event));
         let own = client_slots.acquire().await;
         let Ok(global) = self.slots.clone().acquire_owned().await else { return };
         let in_flight = InFlight::enter(&self.in_flight);
@@ -226,8 +239,26 @@ impl Plugs {
     }
 }
 
-/// Cancels a run when dropped: the HTTP request that waits for it is gone.
-struct CancelOnDrop(Cancel);
+/// Cancels a run when dropped: whatever waits for it (an HTTP request, a
+/// WebSocket upgrade) is gone.
+pub struct CancelOnDrop(Cancel);
+
+impl CancelOnDrop {
+    pub fn new() -> CancelOnDrop {
+        CancelOnDrop(Cancel::new())
+    }
+
+    /// The flag it fires.
+    pub fn flag(&self) -> Cancel {
+        self.0.clone()
+    }
+}
+
+impl Default for CancelOnDrop {
+    fn default() -> Self {
+        CancelOnDrop::new()
+    }
+}
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {

@@ -60,19 +60,30 @@ pub fn check_room(room: &str) -> Result<(), String> {
 }
 
 impl Reply {
-    /// Read a reply map; `event` defaults to the request's event, `type`
-    /// to MESSAGE. A `room` field is ignored: see [`Reply::from_yield`].
+    /// Read a reply map; `event` defaults to `default_event`, `type` to
+    /// MESSAGE. A `room` field is ignored: see [`Reply::from_yield`].
     pub fn from_dynamic(value: Dynamic, default_event: &str) -> Result<Reply, ReplyError> {
-        Reply::read(value, default_event, false).map(|(reply, _)| reply)
+        Reply::read(value, default_event, default_event, false).map(|(reply, _)| reply)
     }
 
     /// Read a yielded reply, which may name a `room` to go to (then its
-    /// type defaults to BROADCAST).
-    pub fn from_yield(value: Dynamic, default_event: &str) -> Result<(Reply, Option<ImmutableString>), ReplyError> {
-        Reply::read(value, default_event, true)
+    /// type defaults to BROADCAST). Its event defaults to `to_sender` when
+    /// it goes to the sender, else (a room, a BROADCAST) to `to_others`:
+    /// a request's tag is the sender's business only.
+    pub fn from_yield(
+        value: Dynamic,
+        to_sender: &str,
+        to_others: &str,
+    ) -> Result<(Reply, Option<ImmutableString>), ReplyError> {
+        Reply::read(value, to_sender, to_others, true)
     }
 
-    fn read(value: Dynamic, default_event: &str, rooms: bool) -> Result<(Reply, Option<ImmutableString>), ReplyError> {
+    fn read(
+        value: Dynamic,
+        to_sender: &str,
+        to_others: &str,
+        rooms: bool,
+    ) -> Result<(Reply, Option<ImmutableString>), ReplyError> {
         let type_name = value.type_name();
         let mut map: Map = value.try_cast().ok_or_else(|| ReplyError::NotAMap(type_name.to_owned()))?;
         let payload = map.remove("payload").ok_or(ReplyError::NoPayload)?;
@@ -81,10 +92,6 @@ impl Reply {
             Some(e) if e.is_string() => Some(e.into_immutable_string().unwrap_or_default()),
             Some(e) => return Err(ReplyError::BadEvent(e.type_name().to_owned())),
         };
-        let event = event.as_deref().unwrap_or(default_event);
-        if event.len() > 255 {
-            return Err(ReplyError::EventTooLong(event.len()));
-        }
         let room = match map.remove("room") {
             Some(r) if rooms && r.is_string() => {
                 let room = r.into_immutable_string().unwrap_or_default();
@@ -107,6 +114,11 @@ impl Reply {
                 .filter(|t| *t != EventType::END)
                 .ok_or_else(|| ReplyError::BadType(t.to_string()))?,
         };
+        let shared = room.is_some() || event_type == EventType::BROADCAST;
+        let event = event.as_deref().unwrap_or(if shared { to_others } else { to_sender });
+        if event.len() > 255 {
+            return Err(ReplyError::EventTooLong(event.len()));
+        }
         Ok((Reply::new(event_type, event, &payload)?, room))
     }
 

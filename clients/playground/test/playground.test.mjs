@@ -171,6 +171,38 @@ test('NOT_FOUND and ERROR rows', { timeout: T }, async () => {
   assert.notEqual(bg, 'rgba(0, 0, 0, 0)', 'ERROR rows are styled');
 });
 
+test('a tagged request shows its tag on every reply and an END row', { timeout: T }, async () => {
+  await clearLog();
+  await page.check('#tagged');
+  try {
+    await send('multiyield', '{"count": 2}');
+    const [sent] = await rows(rowSel({ dir: 'out' }));
+    assert.match(sent.event, /^multiyield#\d+$/);
+    const replies = await waitRows(rowSel({ type: 'MESSAGE', event: sent.event }), 2);
+    assert.deepEqual(replies.map((r) => JSON.parse(r.text).name), ['iteration 0', 'iteration 1']);
+    await waitRows(rowSel({ type: 'END', event: sent.event }), 1);
+    assert.equal(await page.textContent(`${rowSel({ type: 'END', event: sent.event })} .reqtag`), `#${sent.event.split('#')[1]}`);
+  } finally {
+    await page.uncheck('#tagged');
+  }
+});
+
+test('the rooms view shows who is in which room', { timeout: T }, async () => {
+  const ada = new SsocketClient(server.url);
+  others.push(ada);
+  await ada.ready;
+  const joined = await ada.request('chat/join', { room: 'lobby', name: 'Ada' });
+  assert.equal(joined.room, 'lobby');
+  await send('clock', '{}'); // the page itself joins "clock"
+  await page.waitForSelector('#rooms li[data-room="lobby"]', { timeout: 5000 });
+  await page.waitForSelector('#rooms li[data-room="clock"]', { timeout: 5000 });
+  assert.match(await page.textContent('#rooms li[data-room="lobby"]'), new RegExp(`lobby · 1.*${joined.you.client}`));
+  await ada.request('chat/leave', { room: 'lobby' });
+  await page.waitForSelector('#rooms li[data-room="lobby"]', { state: 'detached', timeout: 5000 });
+  await send('clock', '{"stop": true}');
+  await page.waitForSelector('#rooms li[data-room="clock"]', { state: 'detached', timeout: 5000 });
+});
+
 test('screenshot', { timeout: T }, async () => {
   await clearLog();
   await send('echo', '{"hello": "world"}');
@@ -204,7 +236,7 @@ test('the page reconnects after a server restart', { timeout: T }, async () => {
 test('--playground false serves none of it', { timeout: T }, async () => {
   const off = await startServer(['--INSECURE.port', '0', '--plugsFolder', plugsDir, '--playground', 'false']);
   try {
-    for (const p of ['/', '/api/plugs', '/ssocket.js']) {
+    for (const p of ['/', '/api/plugs', '/api/rooms', '/ssocket.js']) {
       const res = await fetch(off.http + p);
       assert.notEqual(res.status, 200, `${p} must not be served`);
       await res.arrayBuffer();

@@ -23,6 +23,8 @@ pub struct Hooks {
     pub on_disconnect: Mutex<Vec<FnPtr>>,
     pub on_join: Mutex<Vec<FnPtr>>,
     pub on_leave: Mutex<Vec<FnPtr>>,
+    /// Decides who a connecting client is; the last one registered wins.
+    pub on_auth: Mutex<Option<FnPtr>>,
 }
 
 /// What INIT's `server` parameter is (the Rhai type `Server`).
@@ -41,6 +43,9 @@ pub fn register(engine: &mut Engine) {
         .register_fn("on_disconnect", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_disconnect, f))
         .register_fn("on_join", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_join, f))
         .register_fn("on_leave", |s: &mut ServerHandle, f: FnPtr| push(&s.hooks.on_leave, f))
+        .register_fn("on_auth", |s: &mut ServerHandle, f: FnPtr| {
+            *s.hooks.on_auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+        })
         .register_fn("clients", |s: &mut ServerHandle| -> Array {
             s.hub.ids().into_iter().map(|id| Dynamic::from(id as i64)).collect()
         })
