@@ -22,9 +22,9 @@ use warp::{Filter, Reply};
 use crate::app::App;
 use crate::errors::ErrorCode;
 use crate::hub::Audience;
-use crate::plugs::router::check_room;
 use crate::plugs::call::CallOutcome;
 use crate::plugs::request::Request;
+use crate::plugs::router::check_room;
 use crate::protocol::{encode_parts, EventType};
 
 /// `POST /api/publish` and `POST /api/call/...`.
@@ -206,8 +206,7 @@ impl Publish {
                 return Err(format!("`to` must be \"all\", a client id or {{\"room\": \"name\"}}, not {other}"))
             }
         };
-        let default_type =
-            if matches!(to, Target::Client(_)) { EventType::MESSAGE } else { EventType::BROADCAST };
+        let default_type = if matches!(to, Target::Client(_)) { EventType::MESSAGE } else { EventType::BROADCAST };
         let event_type = match fields.remove("type") {
             None => default_type,
             Some(t) => t

@@ -61,7 +61,7 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "plugsFolder", kind: Kind::Str, default: "./plugs", doc: "Folder of plugs, scanned recursively; `plugs/a/b.rhai` answers event `a/b`." },
     KeyDoc { key: "initFile", kind: Kind::Str, default: "./INIT.rhai", doc: "Start-up hook: if this file exists, its `fn INIT(server)` runs once before plugs load (see the README's INIT section)." },
     KeyDoc { key: "shutdownTimeoutMs", kind: NON_NEGATIVE, default: "5000", doc: "On SIGINT/SIGTERM, how long running plugs may take to finish before clients are closed (code 1001)." },
-    KeyDoc { key: "playground", kind: Kind::Bool, default: "true", doc: "Serve the playground page at `/`, the JS client at `/ssocket.js` and the plug list at `/api/plugs` on the WebSocket port. Turn off in production." },
+    KeyDoc { key: "playground", kind: Kind::Bool, default: "true", doc: "Serve the playground page at `/`, the JS client at `/ssocket.js` the plug list at `/api/plugs`, counters at `/api/stats` and the rooms at `/api/rooms` on the WebSocket port. Turn off in production." },
     KeyDoc { key: "printLogToConsole", kind: Kind::Bool, default: "true", doc: "Print log lines to the console (stderr)." },
     KeyDoc { key: "logLevel", kind: Kind::Int { min: 0, max: 4 }, default: "0", doc: "Log verbosity: 0 = start-up, plug print(), warnings and errors; 1 = also connections and plug failures; 2 = also other crates' info; 3 = ssocket trace; 4 = everything. RUST_LOG, when set, wins." },
     KeyDoc { key: "logSizeLimit", kind: NON_NEGATIVE, default: "1", doc: "How many recent log entries are kept in memory." },

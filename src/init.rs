@@ -180,7 +180,10 @@ impl InitScript {
         if identity.is_unit() || identity.is_map() {
             Ok(identity)
         } else {
-            Err(format!("on_auth returned {}; it must return a map (the identity) or () (anonymous)", identity.type_name()))
+            Err(format!(
+                "on_auth returned {}; it must return a map (the identity) or () (anonymous)",
+                identity.type_name()
+            ))
         }
     }
 

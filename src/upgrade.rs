@@ -157,7 +157,9 @@ fn auth_request(upgrade: &Upgrade, token: Option<&str>, claims: Option<&serde_js
     let headers: Map = upgrade
         .headers
         .iter()
-        .map(|(name, value)| (name.as_str().into(), Dynamic::from(String::from_utf8_lossy(value.as_bytes()).into_owned())))
+        .map(|(name, value)| {
+            (name.as_str().into(), Dynamic::from(String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        })
         .collect();
     let query: Map = upgrade.query.iter().map(|(k, v)| (k.as_str().into(), Dynamic::from(v.clone()))).collect();
     let remote = upgrade.remote.map_or(Dynamic::UNIT, |r| Dynamic::from(r.to_string()));

@@ -13,7 +13,7 @@ const frame = (bytes) => {
 test('EventType has the wire values', () => {
   assert.deepEqual(
     Object.entries(EventType),
-    ['MESSAGE', 'BROADCAST', 'AUTH', 'SYNC', 'ERROR', 'NOT_FOUND', 'CUSTOM_1', 'CUSTOM_2', 'CUSTOM_3', 'CUSTOM_4', 'CUSTOM_5'].map((k, i) => [k, i]),
+    ['MESSAGE', 'BROADCAST', 'AUTH', 'SYNC', 'ERROR', 'NOT_FOUND', 'CUSTOM_1', 'CUSTOM_2', 'CUSTOM_3', 'CUSTOM_4', 'CUSTOM_5', 'END'].map((k, i) => [k, i]),
   );
   assert.ok(Object.isFrozen(EventType));
 });

@@ -61,6 +61,11 @@ pub struct Args {
     /// Pad each payload to about this many bytes.
     #[arg(long, default_value_t = 0)]
     payload_bytes: usize,
+    /// Before sending, every connection sends this event once and waits
+    /// for its reply (e.g. a plug that joins a room the `--event` plug
+    /// sends to).
+    #[arg(long)]
+    join: Option<String>,
     /// The server's process id: report its CPU use over the window.
     #[arg(long)]
     server_pid: Option<u32>,
@@ -194,6 +199,29 @@ async fn send(mut ws: Ws, event: &str, rate: f64, end: Instant, pad: &str) -> Re
     Ok((sent, tally, ws))
 }
 
+/// Send `event` once and wait for its reply (an ERROR or NOT_FOUND fails).
+async fn join_with(ws: &mut Ws, event: &str) -> Result<()> {
+    ws.send(frame(EventType::MESSAGE, event, "{}")?).await.context("send")?;
+    loop {
+        match ws.next().await {
+            None => bail!("the server closed the connection while joining"),
+            Some(Err(e)) => bail!("connection failed while joining: {e}"),
+            Some(Ok(WsMessage::Binary(b))) => {
+                let m = decode_frame(&b)?;
+                if m.event != event {
+                    continue;
+                }
+                if m.event_type == EventType::ERROR || m.event_type == EventType::NOT_FOUND {
+                    bail!("--join {event} answered type {}: {:.200}", m.event_type.0, m.payload);
+                }
+                return Ok(());
+            }
+            Some(Ok(WsMessage::Close(f))) => bail!("the server closed the connection while joining: {f:?}"),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
 pub async fn run(args: Args) -> Result<()> {
     if args.receivers == 0 || !positive(args.rate) || !positive(args.duration_secs) {
         bail!("--receivers, --rate and --duration-secs must be positive");
@@ -201,10 +229,14 @@ pub async fn run(args: Args) -> Result<()> {
     check_fds(args.receivers as u64 + 1)?;
 
     let url = args.url.clone();
+    let join = args.join.as_deref();
     let opened: Vec<Result<Ws>> = futures::stream::iter(0..args.receivers)
         .map(|_| async {
             let mut ws = connect_light(&url).await?;
             round_trip(&mut ws).await?;
+            if let Some(event) = join {
+                join_with(&mut ws, event).await?;
+            }
             Ok(ws)
         })
         .buffer_unordered(OPEN_CONCURRENCY)
@@ -213,6 +245,9 @@ pub async fn run(args: Args) -> Result<()> {
     let receivers = opened.into_iter().collect::<Result<Vec<Ws>>>()?;
     let mut sender = connect_light(&url).await?;
     round_trip(&mut sender).await?;
+    if let Some(event) = join {
+        join_with(&mut sender, event).await?;
+    }
 
     let event: Arc<str> = args.event.as_str().into();
     let (done_tx, done_rx) = watch::channel::<Done>(None);
