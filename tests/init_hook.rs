@@ -24,15 +24,6 @@ const SILENCE: Duration = Duration::from_millis(300);
 const WHOAMI: (&str, &str) = ("whoami.rhai", "fn whoami(msg, yield_msg) { yield_msg(#{ payload: msg.client }); }");
 const ECHO: (&str, &str) = ("echo.rhai", "fn echo(msg, yield_msg) { yield_msg(#{ payload: msg.payload }); }");
 
-/// Write `source` as an INIT file in a fresh temp dir; returns the dir (keep
-/// it alive) and the file's path.
-fn init_file(source: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("INIT.rhai");
-    std::fs::write(&path, source).expect("write INIT.rhai");
-    (dir, path)
-}
-
 /// A server on a temp plugs folder (whoami, echo) with `source` as its INIT.
 async fn start_with_init(source: &str) -> (TestServer, tempfile::TempDir) {
     let (dir, path) = init_file(source);

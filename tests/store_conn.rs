@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
@@ -196,14 +195,6 @@ async fn poll(c: &mut Client, event: &str, payload: Value, done: impl Fn(&Value)
 async fn echo_works(c: &mut Client) {
     let r = c.request("echo", json!({"still": "here"})).await;
     assert_eq!((r.event_type, r.payload), (EventType::MESSAGE, json!({"still": "here"})));
-}
-
-/// Write `source` as an INIT file in a fresh temp dir (keep the dir alive).
-fn init_file(source: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("INIT.rhai");
-    std::fs::write(&path, source).expect("write INIT.rhai");
-    (dir, path)
 }
 
 /// Read until a reply with `event` arrives.

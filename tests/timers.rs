@@ -31,14 +31,6 @@ const ECHO: (&str, &str) = ("echo.rhai", "fn echo(msg, yield_msg) { yield_msg(#{
 
 // ---------------------------------------------------------------- helpers
 
-/// Write `source` as an INIT file in a fresh temp dir (keep the dir alive).
-fn init_file(source: &str) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("INIT.rhai");
-    std::fs::write(&path, source).expect("write INIT.rhai");
-    (dir, path)
-}
-
 /// A server on a temp plugs folder (`get`, `echo`) with `source` as INIT.
 async fn start_with_init(
     source: &str,

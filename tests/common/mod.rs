@@ -106,6 +106,15 @@ pub async fn start_with_plugs(plugs: &[(&str, &str)], tweak: impl FnOnce(&mut Se
     TestServer { running: start(s).await.expect("server starts"), dir: Some(dir) }
 }
 
+/// Write `source` as an INIT file in a fresh temp dir; returns the dir (keep
+/// it alive) and the file's path, for `settings.init_file`.
+pub fn init_file(source: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("INIT.rhai");
+    std::fs::write(&path, source).expect("write INIT.rhai");
+    (dir, path)
+}
+
 pub fn write_plug(folder: &Path, path: &str, source: &str) {
     let full = folder.join(path);
     std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");

@@ -31,7 +31,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::client::{connect_light, decode_frame, frame, round_trip, Ws};
+use crate::client::{ask, connect_light, decode_frame, frame, round_trip, Ws};
 use crate::report::{emit, per_sec, positive, r3};
 use crate::stats::{micros_percentiles, Tally};
 use crate::sys::{check_fds, unix_micros, CpuMark};
@@ -201,25 +201,11 @@ async fn send(mut ws: Ws, event: &str, rate: f64, end: Instant, pad: &str) -> Re
 
 /// Send `event` once and wait for its reply (an ERROR or NOT_FOUND fails).
 async fn join_with(ws: &mut Ws, event: &str) -> Result<()> {
-    ws.send(frame(EventType::MESSAGE, event, "{}")?).await.context("send")?;
-    loop {
-        match ws.next().await {
-            None => bail!("the server closed the connection while joining"),
-            Some(Err(e)) => bail!("connection failed while joining: {e}"),
-            Some(Ok(WsMessage::Binary(b))) => {
-                let m = decode_frame(&b)?;
-                if m.event != event {
-                    continue;
-                }
-                if m.event_type == EventType::ERROR || m.event_type == EventType::NOT_FOUND {
-                    bail!("--join {event} answered type {}: {:.200}", m.event_type.0, m.payload);
-                }
-                return Ok(());
-            }
-            Some(Ok(WsMessage::Close(f))) => bail!("the server closed the connection while joining: {f:?}"),
-            Some(Ok(_)) => {}
-        }
+    let m = ask(ws, event).await.with_context(|| format!("--join {event}"))?;
+    if m.event_type == EventType::ERROR || m.event_type == EventType::NOT_FOUND {
+        bail!("--join {event} answered type {}: {:.200}", m.event_type.0, m.payload);
     }
+    Ok(())
 }
 
 pub async fn run(args: Args) -> Result<()> {

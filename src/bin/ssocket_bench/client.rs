@@ -40,15 +40,21 @@ pub const PING_EVENT: &str = "__ping__";
 /// One round trip, so the server has registered this connection (and
 /// broadcasts reach it) before the measurement starts.
 pub async fn round_trip(ws: &mut Ws) -> Result<()> {
-    ws.send(frame(EventType::MESSAGE, PING_EVENT, "{}")?).await.context("send")?;
+    ask(ws, PING_EVENT).await.map(|_| ())
+}
+
+/// Send `event` with `{}` and wait for the first message of that event
+/// (other messages are skipped).
+pub async fn ask(ws: &mut Ws, event: &str) -> Result<Message> {
+    ws.send(frame(EventType::MESSAGE, event, "{}")?).await.context("send")?;
     loop {
         match ws.next().await {
             None => bail!("the server closed the connection"),
             Some(Err(e)) => bail!("connection failed: {e}"),
             Some(Ok(WsMessage::Binary(b))) => {
                 let m = decode_frame(&b)?;
-                if m.event == PING_EVENT {
-                    return Ok(());
+                if m.event == event {
+                    return Ok(m);
                 }
             }
             Some(Ok(WsMessage::Close(f))) => bail!("the server closed the connection: {f:?}"),
