@@ -28,6 +28,8 @@ pub struct InitScript {
     file: String,
     /// To find the client a room event is about.
     hub: Hub,
+    /// Keeps each client's callbacks in order.
+    lanes: Arc<Lanes>,
     ast: Arc<AST>,
     hooks: Arc<Hooks>,
     engine: Arc<Engine>,
@@ -71,11 +73,56 @@ pub fn run_if_present(
     let _ = invoke::call_function(&engine, &ast, &inv, "INIT", vec![Dynamic::from(handle)])
         .map_err(|e| fail(format!("INIT failed: {}", failure("INIT", &e))))?;
     tracing::info!("ran {file}");
-    let script =
-        Arc::new(InitScript { file, hub: hub.clone(), ast: Arc::new(ast), hooks, engine, plugs: plugs.clone() });
+    let script = Arc::new(InitScript {
+        file,
+        hub: hub.clone(),
+        lanes: Arc::new(Lanes::default()),
+        ast: Arc::new(ast),
+        hooks,
+        engine,
+        plugs: plugs.clone(),
+    });
     let runner = script.clone();
     timers.start(Arc::new(move |id, f, done| runner.run_timer(id, f, done)));
     Ok(Some(script))
+}
+
+/// A callback run waiting for its client's earlier ones.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// One queue of callbacks per client with callbacks pending: the first job
+/// of a client starts a run on the plug threads that takes its jobs one
+/// after another until none is left. Clients' queues run in parallel; an
+/// idle client has no entry.
+#[derive(Default)]
+struct Lanes {
+    /// A std mutex: held to push or pop a job, never while one runs.
+    pending: Mutex<ahash::HashMap<u64, std::collections::VecDeque<Job>>>,
+}
+
+impl Lanes {
+    fn run(self: &Arc<Self>, plugs: &Plugs, client: u64, job: Job) {
+        {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(queue) = pending.get_mut(&client) {
+                queue.push_back(job); // a run is going: it will take this one
+                return;
+            }
+            pending.insert(client, std::collections::VecDeque::new());
+        }
+        let lanes = self.clone();
+        plugs.spawn(move || {
+            let mut next = Some(job);
+            while let Some(job) = next.take() {
+                job();
+                let mut pending = lanes.pending.lock().unwrap_or_else(|e| e.into_inner());
+                next = pending.get_mut(&client).and_then(|q| q.pop_front());
+                if next.is_none() {
+                    pending.remove(&client);
+                }
+            }
+        });
+    }
 }
 
 /// Why `on_auth` refused: the text it threw (a string, or a map's
@@ -112,13 +159,15 @@ impl InitScript {
     /// A client connected; its callbacks stop if it leaves.
     pub fn connected(&self, client: &ClientHandle) {
         let args = [Dynamic::from(client.id() as i64)];
-        self.fire(&self.hooks.on_connect, "connect", Sender::Client(client.clone()), client.cancel().clone(), &args);
+        let sender = Sender::Client(client.clone());
+        self.fire(&self.hooks.on_connect, "connect", client.id(), sender, client.cancel().clone(), &args);
     }
 
     /// A client left; its callbacks run to the end (under the time limit).
     pub fn disconnected(&self, client: &ClientHandle) {
         let args = [Dynamic::from(client.id() as i64)];
-        self.fire(&self.hooks.on_disconnect, "disconnect", Sender::Client(client.clone()), Cancel::new(), &args);
+        let sender = Sender::Client(client.clone());
+        self.fire(&self.hooks.on_disconnect, "disconnect", client.id(), sender, Cancel::new(), &args);
     }
 
     /// A client joined or left a room: `on_join(room, id)` / `on_leave(room,
@@ -134,24 +183,43 @@ impl InitScript {
         }
         let sender = self.hub.handle(id).map_or(Sender::Nobody, Sender::Client);
         let args = [Dynamic::from(room.to_string()), Dynamic::from(id as i64)];
-        self.fire(list, name, sender, Cancel::new(), &args);
+        self.fire(list, name, id, sender, Cancel::new(), &args);
     }
 
-    fn fire(&self, list: &Mutex<Vec<FnPtr>>, event: &'static str, sender: Sender, cancel: Cancel, args: &[Dynamic]) {
+    /// Run `list`'s callbacks about client `client` with `args`, after
+    /// every callback already queued about that client: a client's
+    /// `on_connect`, `on_join`s, `on_leave`s and `on_disconnect` run one at a
+    /// time, in the order of the events. Each gets its time limit when it
+    /// starts.
+    fn fire(
+        &self,
+        list: &Mutex<Vec<FnPtr>>,
+        event: &'static str,
+        client: u64,
+        sender: Sender,
+        cancel: Cancel,
+        args: &[Dynamic],
+    ) {
         let callbacks = list.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for f in callbacks {
-            let (engine, ast, file) = (self.engine.clone(), self.ast.clone(), self.file.clone());
-            let inv = self.plugs.hook_invocation(sender.clone(), event, cancel.clone());
+            let (engine, ast, file, plugs) =
+                (self.engine.clone(), self.ast.clone(), self.file.clone(), self.plugs.clone());
+            let (sender, cancel) = (sender.clone(), cancel.clone());
             let mut call_args: Vec<Dynamic> = f.curry().to_vec();
             call_args.extend(args.iter().cloned());
             let about = args.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
-            self.plugs.spawn(move || {
-                if let Err(err) = invoke::call_function(&engine, &ast, &inv, f.fn_name(), call_args) {
-                    if !inv.cancel.is_cancelled() {
-                        tracing::error!("{file}: on_{event}({about}) failed: {}", failure(f.fn_name(), &err));
+            self.lanes.run(
+                &self.plugs,
+                client,
+                Box::new(move || {
+                    let inv = plugs.hook_invocation(sender, event, cancel);
+                    if let Err(err) = invoke::call_function(&engine, &ast, &inv, f.fn_name(), call_args) {
+                        if !inv.cancel.is_cancelled() {
+                            tracing::error!("{file}: on_{event}({about}) failed: {}", failure(f.fn_name(), &err));
+                        }
                     }
-                }
-            });
+                }),
+            );
         }
     }
 
