@@ -589,6 +589,33 @@ fn INIT(server) {
 // ------------------------------------------------------------ 6 logging
 
 #[tokio::test]
+async fn a_refused_connection_is_logged_at_log_level_1_with_the_remote_address_and_why() {
+    let dir = workdir();
+    let args = [&LOOPBACK[..], &["--auth.jwtSecret", "s3cret", "--auth.required", "true", "--logLevel", "1"]].concat();
+    let mut p = Proc::spawn(ssocket(dir.path(), &args));
+    let url = p.url();
+    for (query, why) in [("", "auth.required"), ("?token=not.a.jwt", "not a well-formed JWT")] {
+        let err = tokio_tungstenite::connect_async(format!("{url}{query}")).await.err().expect("refused");
+        match err {
+            tokio_tungstenite::tungstenite::Error::Http(response) => assert_eq!(response.status(), 401),
+            other => panic!("expected HTTP 401, got {other}"),
+        }
+        let logged = p.wait_stderr(START_TIMEOUT, |err| {
+            err.lines()
+                .any(|l| l.contains("refused a connection") && l.contains("remote=127.0.0.1:") && l.contains(why))
+        });
+        assert!(logged, "the refusal is logged with the remote address and `{why}`:\n{}", p.stderr());
+    }
+    // At logLevel 0 it is not.
+    let args = [&LOOPBACK[..], &["--auth.required", "true"]].concat();
+    let mut quiet = Proc::spawn(ssocket(dir.path(), &args));
+    let url = quiet.url();
+    assert!(tokio_tungstenite::connect_async(url).await.is_err());
+    tokio::time::sleep(SILENCE).await;
+    assert!(!quiet.stderr().contains("refused a connection"), "{}", quiet.stderr());
+}
+
+#[tokio::test]
 async fn print_log_to_console_false_silences_the_console() {
     let dir = workdir();
     let (mut p, mut c) = quiet_server(|port| {

@@ -281,6 +281,11 @@ async fn editor_temp_and_swap_files_are_ignored() {
     for event in ["x.rhai", ".x", "4913", "x.rhai~", ".x.rhai", "x.rhai.swp", "#x", "x.rhai.orig"] {
         let r = s.client.request(event, json!({})).await;
         assert!(is_not_found(&r), "`{event}` is not a plug: {r:?}");
+        if event.contains('#') {
+            // A tagged request (for plug "" here) ends with END.
+            let end = s.client.recv().await;
+            assert_eq!((end.event_type, end.event.as_str()), (EventType::END, event), "{end:?}");
+        }
     }
     for name in junk {
         std::fs::remove_file(dir.join(name)).unwrap();
