@@ -14,6 +14,11 @@ const LONG: (&str, &str) =
     ("long.rhai", "fn f(msg, yield_msg) { sleep(msg.payload.ms); yield_msg(#{payload: msg.payload.i}); }");
 const ECHO: (&str, &str) = ("echo.rhai", "fn f(msg, yield_msg) { yield_msg(#{payload: msg.payload}) }");
 
+/// Taken by the tests that fill memory or measure it: RSS is the whole
+/// test process's, so the vanishing-clients test must not measure while the
+/// 200 MB test fills queues.
+static MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Highest `in_flight()` seen while `until` is not done.
 async fn peak_in_flight(server: &TestServer, wait: Duration) -> usize {
     let mut peak = 0;
@@ -72,6 +77,7 @@ async fn the_whole_server_runs_at_most_max_in_flight() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_and_the_healthy_one_gets_everything() {
+    let _memory = MEMORY.lock().await;
     // 1,000 broadcasts of 200 KB = 200 MB to each receiver.
     let flood = (
         "flood.rhai",
@@ -183,6 +189,7 @@ async fn upgrades_beyond_max_connections_get_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_vanishing_mid_stream_leave_nothing_running() {
+    let _memory = MEMORY.lock().await;
     let firehose = ("firehose.rhai", "fn f(msg, yield_msg) { for i in 0..100000 { yield_msg(#{payload: i}); } }");
     let server = start_with_plugs(&[firehose, ECHO], |s| s.limits.max_in_flight = 512).await;
     let rss_before = ssocket::metrics::rss_bytes().unwrap_or(0);
@@ -196,7 +203,7 @@ async fn clients_vanishing_mid_stream_leave_nothing_running() {
         c.recv().await; // each plug is streaming
     }
     drop(clients); // vanish without a close handshake
-                   // Generous deadlines: on 2 cores this may share the CPU with the 200 MB test.
+                   // Generous deadlines: on 2 cores this may share the CPU with other tests.
     assert!(server.wait_connected(0, Duration::from_secs(30)).await, "the hub forgot them");
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.running.app.plugs.in_flight() > 0 && Instant::now() < deadline {
