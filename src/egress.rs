@@ -272,8 +272,9 @@ impl Egress {
         let client = self.client()?;
         let runtime = client.runtime.as_ref().ok_or_else(|| EgressError::Failed("the HTTP runtime stopped".into()))?;
         let timeout = req.timeout.unwrap_or(self.timeout);
-        let fetch = fetch(&client.http, url, req, self.max_bytes, self.permits.clone(), timeout);
-        runtime.block_on(async {
+        let fetch = fetch(client.http.clone(), url, req, self.max_bytes, self.permits.clone(), timeout);
+        let cancel = cancel.clone();
+        let exchange = async move {
             let deadline = async {
                 match deadline {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -285,7 +286,11 @@ impl Egress {
                 () = cancel.cancelled() => Err(EgressError::Stopped(Stop::Cancelled)),
                 () = deadline => Err(EgressError::Stopped(Stop::Deadline)),
             }
-        })
+        };
+        // Not `block_on`: this thread may be inside another runtime (INIT
+        // runs during the server's start-up).
+        crate::offload::wait(runtime.handle(), exchange)
+            .unwrap_or_else(|| Err(EgressError::Failed("the HTTP runtime stopped".into())))
     }
 
     fn client(&self) -> Result<&Client, EgressError> {
@@ -327,7 +332,7 @@ fn build_client(allow: Arc<Allowlist>) -> Result<Client, String> {
 }
 
 async fn fetch(
-    http: &reqwest::Client,
+    http: reqwest::Client,
     url: Url,
     req: Request,
     max_bytes: usize,

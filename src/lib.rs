@@ -24,6 +24,7 @@
 //! - [`timers`]: INIT's `server.every` / `server.after` timers.
 //! - [`logs`]: console logging and the in-memory ring of recent entries.
 //! - [`metrics`]: the periodic memory/connections report.
+//! - [`offload`]: blocking code waiting on a future of our own runtimes.
 //! - [`connection`]: one client's socket: reader loop and writer task.
 //! - [`listener`]: the accept loop (TCP_NODELAY, optional TLS handshake).
 //! - [`upgrade`]: the WebSocket handshake, with socket buffers sized by us.
@@ -53,6 +54,7 @@ pub mod init;
 pub mod listener;
 pub mod logs;
 pub mod metrics;
+pub mod offload;
 pub mod plugs;
 pub mod protocol;
 pub mod server;

@@ -1048,3 +1048,34 @@ async fn failing_requests_leave_other_clients_alone() {
     assert_eq!(response(&p)["json"], json_doc());
     assert_still_serving(&f.server, &mut c).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_can_call_http_before_the_server_serves() {
+    // INIT runs inside the server's start-up (on an async runtime's thread):
+    // http:: must work there too, and a timer callback may call it later.
+    let web = Web::start(None).await;
+    let origin = web.origin();
+    let (_dir, path) = init_file(&format!(
+        r#"
+fn INIT(server) {{
+    let r = http::get("{origin}/json");
+    store::set("at_start", r.status);
+    server.after(10, || {{ store::set("from_timer", http::get("{origin}/text").status); }});
+}}
+"#
+    ));
+    let get = ("get.rhai", "fn get(msg, yield_msg) { yield_msg(#{ payload: store::get(msg.payload.key) }); }");
+    let server = start_with_plugs(&[get], |s| {
+        s.init_file = path;
+        s.http.allow = vec![origin.clone()];
+    })
+    .await;
+    let mut c = server.client().await;
+    assert_eq!(c.request("get", json!({"key": "at_start"})).await.payload, json!(200));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while c.request("get", json!({"key": "from_timer"})).await.payload != json!(200) {
+        assert!(tokio::time::Instant::now() < deadline, "the timer's request did not land");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.stop().await;
+}
