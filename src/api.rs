@@ -157,12 +157,39 @@ where
     let publish = Publish::from_json(request).map_err(bad_request)?;
     let bytes = encode_parts(publish.event_type, &publish.event, publish.payload.to_string().as_bytes())
         .map_err(|e| bad_request(e.to_string()))?;
-    let delivered = match &publish.to {
-        Target::All => app.hub.broadcast(Bytes::from(bytes), None),
-        Target::Client(id) => usize::from(app.hub.send_to(*id, Bytes::from(bytes))),
-        Target::Room(room) => app.hub.fan_out(Audience::Room(room), Bytes::from(bytes), None),
+    let bytes = Bytes::from(bytes);
+    let (delivered, cluster) = match &publish.to {
+        Target::All => share(app, Audience::All, bytes),
+        Target::Room(room) => share(app, Audience::Room(room), bytes),
+        Target::Client(id) if app.hub.handle(*id).is_some() => (usize::from(app.hub.send_to(*id, bytes)), Ok(())),
+        Target::Client(id) => match app.hub.backplane().cloned() {
+            // Another node's client: asking Redis waits, so not on this worker.
+            Some(backplane) => {
+                let id = *id;
+                let asked = tokio::task::spawn_blocking(move || backplane.send_to(id, &bytes)).await;
+                match asked {
+                    Ok(Ok(sent)) => (usize::from(sent), Ok(())),
+                    Ok(Err(e)) => (0, Err(e)),
+                    Err(_) => (0, Err(crate::cluster::ClusterError("the lookup did not finish".into()))),
+                }
+            }
+            None => (0, Ok(())),
+        },
     };
-    Ok((StatusCode::OK, json!({ "delivered": delivered })))
+    match cluster {
+        Ok(()) => Ok((StatusCode::OK, json!({ "delivered": delivered }))),
+        Err(e) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ClusterUnavailable.payload(&e.to_string(), json!({ "delivered": delivered })),
+        )),
+    }
+}
+
+/// Deliver to this node's audience and share with the other nodes: how
+/// many here, and whether the other nodes could be reached.
+fn share(app: &App, to: Audience<'_>, bytes: Bytes) -> (usize, Result<(), crate::cluster::ClusterError>) {
+    let shared = app.hub.backplane().map_or(Ok(()), |b| b.share(to, None, &bytes));
+    (app.hub.fan_out(to, bytes, None), shared)
 }
 
 /// A checked publish request.

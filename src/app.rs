@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::client::ClientHandle;
+use crate::cluster::Cluster;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::init::{self, InitScript};
@@ -26,6 +27,9 @@ pub struct App {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The INIT hook's callbacks, if `INIT.rhai` exists.
     pub init: Option<Arc<InitScript>>,
+    /// The other nodes (`cluster.redis`), if any.
+    pub cluster: Option<Cluster>,
+    _stop_cluster: Arc<StopCluster>,
     /// How connecting clients are identified (`auth.*`).
     pub auth: Arc<crate::auth::Auth>,
     /// INIT's timers; stopped when shutdown begins, or when the last clone
@@ -74,7 +78,17 @@ impl App {
             None
         };
         let hub = Hub::with_queue_limit(settings.limits.outbound_queue_bytes);
-        let services = Services::local(&settings).map_err(|e| StartError::Config(e.to_string()))?;
+        let cluster = match settings.cluster.redis.is_empty() {
+            true => None,
+            false => Some(Cluster::start(&settings.cluster).map_err(StartError::Config)?),
+        };
+        // Any error from here on drops this, and the cluster's tasks stop.
+        let _stop_cluster = Arc::new(StopCluster(cluster.clone()));
+        if let Some(cluster) = &cluster {
+            hub.set_id_base(cluster.id_base());
+            cluster.attach(&hub, settings.limits.rooms_per_client);
+        }
+        let services = Services::new(&settings, cluster.as_ref()).map_err(|e| StartError::Config(e.to_string()))?;
         let auth = Arc::new(crate::auth::Auth::new(&settings.auth).map_err(StartError::Config)?);
         let plugs = Plugs::new(&settings, hub.clone(), &services);
         let timers = Timers::new();
@@ -110,6 +124,8 @@ impl App {
             plugs,
             tls,
             init,
+            cluster,
+            _stop_cluster,
             auth,
             timers,
             _stop_timers,
@@ -141,6 +157,17 @@ impl App {
     pub fn begin_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.timers.stop();
+    }
+}
+
+/// Leaves the cluster (this node's keys go) when the last app is dropped.
+struct StopCluster(Option<Cluster>);
+
+impl Drop for StopCluster {
+    fn drop(&mut self) {
+        if let Some(cluster) = &self.0 {
+            cluster.stop();
+        }
     }
 }
 

@@ -94,6 +94,9 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "auth.jwtPublicKeyFile", kind: Kind::Str, default: "", doc: "Verify clients' tokens as JWTs signed by this public key (PEM): RS256 for an RSA key, ES256 for an EC P-256 key, and no other algorithm. Set this or auth.jwtSecret, not both. Empty: none." },
     KeyDoc { key: "auth.required", kind: Kind::Bool, default: "false", doc: "Refuse (HTTP 401) clients that end up anonymous: no valid token, and no identity from INIT's `server.on_auth`." },
     KeyDoc { key: "api.key", kind: Kind::Str, default: "", doc: "Turns on the HTTP API (`POST /api/publish`, `POST /api/call/EVENT`) for requests with `Authorization: Bearer <api.key>`. Empty: the API is off (404)." },
+    KeyDoc { key: "cluster.redis", kind: Kind::Str, default: "", doc: "Join the nodes that share this Redis (`redis://host:port[/db]`, `redis://:password@host:port`): broadcasts, rooms, `send_to`, `kick_all`, `/api/publish`, `clients()`, members, presence and `store::` then span every node. Empty: one node, no Redis needed." },
+    KeyDoc { key: "cluster.prefix", kind: Kind::Str, default: "ssocket", doc: "Prefix of every Redis key and channel this server uses, so several apps (or test runs) can share one Redis." },
+    KeyDoc { key: "cluster.heartbeatMs", kind: Kind::Int { min: 50, max: 60_000 }, default: "1000", doc: "How often a node tells Redis it is alive. A node that stops for 5 heartbeats vanishes from `clients()`, members and presence on the others." },
     KeyDoc { key: "memoryMetrics.isOn", kind: Kind::Bool, default: "false", doc: "Periodically log memory use." },
     KeyDoc { key: "memoryMetrics.interval", kind: POSITIVE, default: "5000", doc: "Milliseconds between memory logs." },
 ];
@@ -161,6 +164,28 @@ pub struct Settings {
     pub http: HttpSettings,
     pub api: ApiSettings,
     pub auth: AuthSettings,
+    pub cluster: ClusterSettings,
+}
+
+/// `cluster.*`: several nodes on one Redis.
+#[derive(Clone)]
+pub struct ClusterSettings {
+    /// Empty: a single node.
+    pub redis: String,
+    pub prefix: String,
+    pub heartbeat_ms: u64,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    /// The URL may hold a password: only whether it is set is printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redis = if self.redis.is_empty() { "(single node)" } else { "(set)" };
+        f.debug_struct("ClusterSettings")
+            .field("redis", &redis)
+            .field("prefix", &self.prefix)
+            .field("heartbeat_ms", &self.heartbeat_ms)
+            .finish()
+    }
 }
 
 /// `auth.*`: identity at connect.
@@ -326,6 +351,11 @@ impl Settings {
                 max_concurrent: r.int("http.maxConcurrent")? as usize,
             },
             api: ApiSettings { key: r.string("api.key")? },
+            cluster: ClusterSettings {
+                redis: r.string("cluster.redis")?,
+                prefix: r.string("cluster.prefix")?,
+                heartbeat_ms: r.int("cluster.heartbeatMs")? as u64,
+            },
             auth: AuthSettings {
                 jwt_secret: r.string("auth.jwtSecret")?,
                 jwt_public_key_file: PathBuf::from(r.string("auth.jwtPublicKeyFile")?),

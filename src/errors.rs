@@ -50,6 +50,9 @@ pub enum ErrorCode {
     BadRequest,
     /// An HTTP API request for an event no plug answers, or the API is off.
     NotFound,
+    /// With several nodes: Redis cannot be reached, so what crosses nodes
+    /// (a broadcast's other nodes, `clients()`, presence) did not happen.
+    ClusterUnavailable,
 }
 
 impl ErrorCode {
@@ -74,6 +77,7 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
+        ErrorCode::ClusterUnavailable,
     ];
 
     /// The code as clients see it.
@@ -98,6 +102,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
         }
     }
 

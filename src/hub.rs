@@ -1,6 +1,9 @@
-//! The hub is the only owner of "who is connected". Every reply, whether a
-//! yield, a broadcast or a `send_to`, reaches a socket through it, so a
-//! later cross-node backplane replaces this one piece.
+//! The hub is the only owner of "who is connected" and "who is in which
+//! room". Every reply, whether a yield, a broadcast, a room send or a
+//! `send_to`, reaches a socket through it. With several nodes it also has a
+//! [`Backplane`] (Redis, `crate::cluster`): it tells it who comes, goes,
+//! joins and leaves, and callers share fan-outs with the other nodes and
+//! ask it about their clients through the hub.
 //!
 //! Each client's outbound queue is bounded in bytes (`limits.outboundQueueBytes`).
 //! When a queue is full, a plug sending to that client waits for room
@@ -21,6 +24,7 @@ use tokio::sync::Notify;
 
 use crate::client::ClientHandle;
 pub use crate::client::ClientId;
+use crate::cluster::ClusterError;
 
 /// How long a send waits for a full queue to drain before the client is
 /// taken to have stopped reading.
@@ -194,6 +198,62 @@ struct Shared {
     /// Told of every join and leave (INIT's `on_join` / `on_leave`), after
     /// the table's lock is released.
     listener: std::sync::OnceLock<RoomListener>,
+    /// The other nodes, when there are any (`cluster.redis`).
+    backplane: std::sync::OnceLock<Arc<dyn Backplane>>,
+}
+
+/// What crosses nodes. The hub calls the first group as its own table
+/// changes (they must not block: they queue); callers use the rest, which
+/// may wait for Redis (off the async workers), through [`Hub::backplane`].
+pub trait Backplane: Send + Sync {
+    /// A client registered here.
+    fn client_up(&self, id: ClientId, user: &Dynamic);
+    /// A client left, and the rooms it was in (true: it was their last
+    /// member here).
+    fn client_down(&self, id: ClientId, rooms: &[(Arc<str>, bool)]);
+    /// A client here joined `room` (`first`: the room's first member here).
+    fn joined(&self, room: &str, id: ClientId, first: bool);
+    /// A client here left `room` (`emptied`: it was its last member here).
+    fn left(&self, room: &str, id: ClientId, emptied: bool);
+
+    /// Deliver to an audience on the other nodes.
+    fn share(&self, to: Audience<'_>, except: Option<ClientId>, frame: &Bytes) -> Result<(), ClusterError>;
+    /// Deliver to a client of another node: false if none has it.
+    fn send_to(&self, client: ClientId, frame: &Bytes) -> Result<bool, ClusterError>;
+    /// Close every client of the other nodes.
+    fn kick_all(&self) -> Result<(), ClusterError>;
+    /// Put a client of another node in a room: false if none has it.
+    fn join(&self, client: ClientId, room: &str) -> Result<bool, ClusterError>;
+    /// Take a client of another node out of a room.
+    fn leave(&self, client: ClientId, room: &str) -> Result<bool, ClusterError>;
+    /// Clients of the other nodes.
+    fn clients(&self) -> Result<Vec<ClientId>, ClusterError>;
+    /// Members of `room` on the other nodes.
+    fn members(&self, room: &str) -> Result<Vec<ClientId>, ClusterError>;
+    /// Members of `room` on the other nodes, with their identities.
+    fn presence(&self, room: &str) -> Result<Vec<(ClientId, Dynamic)>, ClusterError>;
+    /// Rooms with members on the other nodes.
+    fn rooms(&self) -> Result<Vec<String>, ClusterError>;
+    /// The rooms of a client of another node.
+    fn rooms_of(&self, client: ClientId) -> Result<Vec<String>, ClusterError>;
+    /// Whether another node has this client.
+    fn is_connected(&self, client: ClientId) -> Result<bool, ClusterError>;
+}
+
+/// Every client with its identity, and every room with its members.
+pub type Snapshot = (Vec<(ClientId, Dynamic)>, Vec<(String, Vec<ClientId>)>);
+
+/// The rooms a client left, each with whether it was their last member.
+type Left = Vec<(Arc<str>, bool)>;
+
+/// A hub that does not keep the hub alive (the backplane's way back).
+#[derive(Clone)]
+pub struct WeakHub(std::sync::Weak<Shared>);
+
+impl WeakHub {
+    pub fn upgrade(&self) -> Option<Hub> {
+        self.0.upgrade().map(|shared| Hub { shared })
+    }
 }
 
 /// Connected clients and the rooms they are in. One lock for both, so a
@@ -276,8 +336,47 @@ impl Hub {
             next_id: AtomicU64::new(0),
             queue_limit: limit,
             listener: std::sync::OnceLock::new(),
+            backplane: std::sync::OnceLock::new(),
         };
         Hub { shared: Arc::new(shared) }
+    }
+
+    /// Number clients from `base` on (`node × 2^32` with several nodes, so
+    /// ids are unique across them). Before anyone registers.
+    pub fn set_id_base(&self, base: u64) {
+        self.shared.next_id.store(base, Ordering::SeqCst);
+    }
+
+    /// Tell `backplane` of every change from now on (set once).
+    pub fn set_backplane(&self, backplane: Arc<dyn Backplane>) {
+        let _ = self.shared.backplane.set(backplane);
+    }
+
+    /// The other nodes, if any.
+    pub fn backplane(&self) -> Option<&Arc<dyn Backplane>> {
+        self.shared.backplane.get()
+    }
+
+    pub fn downgrade(&self) -> WeakHub {
+        WeakHub(Arc::downgrade(&self.shared))
+    }
+
+    /// Every client with its identity, and every room with its members:
+    /// what the backplane writes afresh after losing track.
+    pub fn snapshot(&self) -> Snapshot {
+        let table = self.lock();
+        let clients = table.clients.iter().map(|(id, e)| (*id, e.handle.user())).collect();
+        let rooms = table.rooms.iter().map(|(room, ids)| (room.to_string(), ids.iter().copied().collect())).collect();
+        (clients, rooms)
+    }
+
+    /// Close every client of this node (`kick_all`).
+    pub fn kick_local(&self) -> usize {
+        let ids = self.ids();
+        for id in &ids {
+            self.close(*id, crate::plugs::host::server::CLOSE_KICKED, "disconnected by the server");
+        }
+        ids.len()
     }
 
     /// Tell `listener` of every join and leave from now on (set once).
@@ -289,6 +388,14 @@ impl Hub {
         if let Some(listener) = self.shared.listener.get() {
             events.into_iter().for_each(listener);
         }
+    }
+
+    /// A client is gone: tell the backplane and the listener.
+    fn gone(&self, id: ClientId, left: Vec<(Arc<str>, bool)>) {
+        if let Some(backplane) = self.backplane() {
+            backplane.client_down(id, &left);
+        }
+        self.tell(left.into_iter().map(|(room, _)| RoomEvent::Left(room, id)));
     }
 
     /// Add an anonymous client and give it a fresh id and its outbound queue.
@@ -305,6 +412,9 @@ impl Hub {
         let (queued, kill) = (Arc::new(AtomicUsize::new(0)), Arc::new(Kill::default()));
         let entry = Entry { tx, queued: queued.clone(), handle: handle.clone(), kill: kill.clone() };
         self.lock().clients.insert(id, entry);
+        if let Some(backplane) = self.backplane() {
+            backplane.client_up(id, &handle.user());
+        }
         Registration { handle, rx, queued, kill }
     }
 
@@ -315,7 +425,7 @@ impl Hub {
         let Some((entry, left)) = self.lock().take(id) else { return };
         entry.handle.cancel().cancel();
         drop(entry);
-        self.tell(left);
+        self.gone(id, left);
     }
 
     /// The handle of a connected client.
@@ -468,7 +578,7 @@ impl Hub {
         client.handle.cancel().cancel();
         client.kill.fire(CLOSE_SLOW_CONSUMER, "outbound queue full: the client is not reading");
         drop(client);
-        self.tell(left);
+        self.gone(id, left);
     }
 
     /// Put client `id` in `room`: true if it was not in it yet. A client
@@ -487,10 +597,14 @@ impl Hub {
             let room: Arc<str> = room.into();
             mine.insert(room.clone());
             drop(mine);
-            table.rooms.entry(room.clone()).or_default().insert(id);
-            room
+            let members = table.rooms.entry(room.clone()).or_default();
+            members.insert(id);
+            (room, members.len() == 1)
         };
-        self.tell([RoomEvent::Joined(joined, id)]);
+        if let Some(backplane) = self.backplane() {
+            backplane.joined(&joined.0, id, joined.1);
+        }
+        self.tell([RoomEvent::Joined(joined.0, id)]);
         Ok(true)
     }
 
@@ -500,10 +614,13 @@ impl Hub {
             let mut table = self.lock();
             let Some(entry) = table.clients.get(&id) else { return false };
             let Some(room) = entry.handle.rooms_mut().take(room) else { return false };
-            table.unlist(&room, id);
-            room
+            let emptied = table.unlist(&room, id);
+            (room, emptied)
         };
-        self.tell([RoomEvent::Left(left, id)]);
+        if let Some(backplane) = self.backplane() {
+            backplane.left(&left.0, id, left.1);
+        }
+        self.tell([RoomEvent::Left(left.0, id)]);
         true
     }
 
@@ -566,24 +683,29 @@ impl Hub {
 }
 
 impl Table {
-    /// Remove a client and its room memberships; the leaves to tell.
-    fn take(&mut self, id: ClientId) -> Option<(Entry, Vec<RoomEvent>)> {
+    /// Remove a client and its room memberships: the rooms it left, each
+    /// with whether it was their last member.
+    fn take(&mut self, id: ClientId) -> Option<(Entry, Left)> {
         let entry = self.clients.remove(&id)?;
         let rooms: Vec<Arc<str>> = entry.handle.rooms_mut().iter().cloned().collect();
-        for room in &rooms {
-            self.unlist(room, id);
-        }
-        Some((entry, rooms.into_iter().map(|room| RoomEvent::Left(room, id)).collect()))
+        let left = rooms.into_iter().map(|room| {
+            let emptied = self.unlist(&room, id);
+            (room, emptied)
+        });
+        let left = left.collect();
+        Some((entry, left))
     }
 
-    /// Drop `id` from `room`'s members, and the room once it is empty.
-    fn unlist(&mut self, room: &str, id: ClientId) {
-        if let Some(members) = self.rooms.get_mut(room) {
-            members.remove(&id);
-            if members.is_empty() {
-                self.rooms.remove(room);
-            }
+    /// Drop `id` from `room`'s members, and the room once it is empty;
+    /// whether it emptied.
+    fn unlist(&mut self, room: &str, id: ClientId) -> bool {
+        let Some(members) = self.rooms.get_mut(room) else { return false };
+        members.remove(&id);
+        if members.is_empty() {
+            self.rooms.remove(room);
+            return true;
         }
+        false
     }
 }
 

@@ -17,6 +17,7 @@
 //! - [`client`]: one connected client's record (id, cancel flag), handed
 //!   out by the hub and carried by dispatch, invocations and hooks.
 //! - [`cancel`]: the flag that stops a gone client's running plugs.
+//! - [`cluster`]: several nodes on one Redis: the hub's backplane.
 //! - [`plugs`]: the Rhai engine and host API, the registry, request
 //!   decoding, invocation and reply routing.
 //! - [`init`]: the `INIT.rhai` start-up hook and its connect/disconnect
@@ -44,6 +45,7 @@ pub mod app;
 pub mod auth;
 pub mod cancel;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod egress;

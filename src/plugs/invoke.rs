@@ -28,7 +28,7 @@ use crate::plugs::call::CallSink;
 use crate::plugs::host::runtime_error;
 use crate::plugs::registry::Plug;
 use crate::plugs::request::Request;
-use crate::plugs::router::{Gone, Reply, Router};
+use crate::plugs::router::{Reply, RouteError, Router};
 use crate::protocol::EventType;
 
 /// The state of one running invocation, shared with host functions as the
@@ -147,6 +147,11 @@ pub(crate) fn current_progress(ops: u64) -> Option<Dynamic> {
 
 pub(crate) fn current_label() -> (ImmutableString, u64) {
     CURRENT.with(|c| c.borrow().as_ref().map(|inv| (inv.plug.clone(), inv.client_id())).unwrap_or_default())
+}
+
+/// A cross-node part that failed: catchable, after local delivery.
+pub(crate) fn cluster_error(name: &str, err: crate::cluster::ClusterError, pos: Position) -> Box<EvalAltResult> {
+    crate::plugs::host::host_error(ErrorCode::ClusterUnavailable, &format!("{name}: {err}"), json!({}), pos)
 }
 
 /// `yield_msg` where the run is for nobody.
@@ -324,8 +329,8 @@ impl Invocation {
         let (reply, room) =
             Reply::from_yield(value, &self.event, &self.name).map_err(|e| runtime_error(e.to_string(), pos))?;
         if let Some(room) = room {
-            self.router.room_send(self.client_id(), &room, reply.encode(), || self.pause());
-            return Ok(());
+            let sent = self.router.room_send(self.client_id(), &room, reply.encode(), || self.pause());
+            return sent.map(|_| ()).map_err(|e| cluster_error("yield_msg", e, pos));
         }
         let client = match &self.sender {
             Sender::Client(client) => client,
@@ -333,9 +338,9 @@ impl Invocation {
             Sender::Nobody => return Err(no_client("yield_msg", pos)),
         };
         let mut base = self.sync_base.lock().unwrap_or_else(|e| e.into_inner());
-        self.router.route(client.id(), reply, &mut base, || self.pause()).map_err(|Gone| match self.check_alive() {
-            Err(stopped) => stopped,
-            Ok(()) => terminated(),
+        self.router.route(client.id(), reply, &mut base, || self.pause()).map_err(|e| match e {
+            RouteError::Cluster(e) => cluster_error("yield_msg", e, pos),
+            RouteError::Gone => self.check_alive().err().unwrap_or_else(terminated),
         })
     }
 
@@ -343,8 +348,8 @@ impl Invocation {
     /// whole) is kept for the response.
     fn collect(&self, sink: &CallSink, reply: Reply, pos: Position) -> Result<(), Box<EvalAltResult>> {
         if reply.event_type() == EventType::BROADCAST {
-            self.router.broadcast(0, reply.encode(), || self.pause());
-            return Ok(());
+            let sent = self.router.broadcast(0, reply.encode(), || self.pause());
+            return sent.map(|_| ()).map_err(|e| cluster_error("yield_msg", e, pos));
         }
         if sink.push(reply) {
             return Ok(());
@@ -366,7 +371,8 @@ impl Invocation {
         if reply.event_type() == EventType::MESSAGE {
             reply.set_event_type(EventType::BROADCAST);
         }
-        Ok(self.router.broadcast(self.client_id(), reply.encode(), || self.pause()) as i64)
+        let sent = self.router.broadcast(self.client_id(), reply.encode(), || self.pause());
+        sent.map(|n| n as i64).map_err(|e| cluster_error("broadcast", e, pos))
     }
 
     /// `rooms::send(room, reply)`: as a room yield; the type defaults to
@@ -376,19 +382,36 @@ impl Invocation {
         if reply.event_type() == EventType::MESSAGE {
             reply.set_event_type(EventType::BROADCAST);
         }
-        Ok(self.router.room_send(self.client_id(), room, reply.encode(), || self.pause()) as i64)
+        let sent = self.router.room_send(self.client_id(), room, reply.encode(), || self.pause());
+        sent.map(|n| n as i64).map_err(|e| cluster_error("rooms::send", e, pos))
     }
 
-    /// `send_to(id, reply)`: false when no such client is connected.
+    /// `send_to(id, reply)`: false when no such client is connected (here
+    /// or, with several nodes, on any node).
     pub fn send_to(&self, id: i64, value: Dynamic, pos: Position) -> Result<bool, Box<EvalAltResult>> {
         let reply = self.reply(value, pos)?;
         let Ok(id) = u64::try_from(id) else { return Ok(false) };
-        Ok(self.router.send_to(id, reply.encode(), || self.pause()))
+        let bytes = reply.encode();
+        if let Some(sent) = self.router.send_to_local(id, bytes.clone(), || self.pause()) {
+            return Ok(sent);
+        }
+        match self.router.hub().backplane() {
+            Some(backplane) => {
+                self.wait(|_, _| backplane.send_to(id, &bytes)).map_err(|e| cluster_error("send_to", e, pos))
+            }
+            None => Ok(false),
+        }
     }
 
-    /// `clients()`: ids of connected clients.
-    pub fn clients(&self) -> Array {
-        self.router.hub().ids().into_iter().map(|id| Dynamic::from(id as i64)).collect()
+    /// `clients()`: ids of connected clients, of every node, ascending.
+    pub fn clients(&self, pos: Position) -> Result<Array, Box<EvalAltResult>> {
+        let mut ids = self.router.hub().ids();
+        if let Some(backplane) = self.router.hub().backplane() {
+            ids.extend(self.wait(|_, _| backplane.clients()).map_err(|e| cluster_error("clients", e, pos))?);
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        Ok(ids.into_iter().map(|id| Dynamic::from(id as i64)).collect())
     }
 
     /// `sleep(ms)`: ends early, with termination, if the sender leaves or

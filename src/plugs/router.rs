@@ -10,6 +10,7 @@ use bytes::Bytes;
 use rhai::{Dynamic, ImmutableString, Map};
 use serde_json::json;
 
+use crate::cluster::ClusterError;
 use crate::errors::ErrorCode;
 use crate::hub::{Audience, ClientId, Hub};
 use crate::protocol::{encode_parts, sync, EventType, ProtocolError, HEADER_LEN};
@@ -207,6 +208,15 @@ pub struct Router {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Gone;
 
+/// Why a yield did not go (all) the way.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// The sender is gone: the plug should stop.
+    Gone,
+    /// A broadcast reached this node's clients only.
+    Cluster(ClusterError),
+}
+
 impl Router {
     pub fn new(hub: Hub, exclude_sender: bool) -> Router {
         Router { hub, exclude_sender }
@@ -225,11 +235,10 @@ impl Router {
         reply: Reply,
         sync_base: &mut SyncBase,
         pause: impl FnMut() -> bool,
-    ) -> Result<(), Gone> {
+    ) -> Result<(), RouteError> {
         let bytes = match reply.event_type() {
             EventType::BROADCAST => {
-                self.broadcast(sender, reply.encode(), pause);
-                return Ok(());
+                return self.broadcast(sender, reply.encode(), pause).map(|_| ()).map_err(RouteError::Cluster);
             }
             EventType::SYNC => {
                 let event = reply.event().to_owned();
@@ -241,25 +250,54 @@ impl Router {
             }
             _ => reply.encode(),
         };
-        self.hub.send_waiting(sender, bytes, pause).map_err(|_| Gone)
+        self.hub.send_waiting(sender, bytes, pause).map_err(|_| RouteError::Gone)
     }
 
     /// A broadcast caused by `sender`, under the `excludeSenderOnBroadcast`
-    /// rule, waiting (through `pause`) for readers whose queue is full.
-    pub fn broadcast(&self, sender: ClientId, bytes: Bytes, pause: impl FnMut() -> bool) -> usize {
-        self.hub.broadcast_waiting(bytes, self.exclude_sender.then_some(sender), pause)
+    /// rule, waiting (through `pause`) for readers whose queue is full: how
+    /// many clients of this node it was queued for. With several nodes it is
+    /// also shared with the others; an error says that part failed (this
+    /// node's clients have it all the same).
+    pub fn broadcast(
+        &self,
+        sender: ClientId,
+        bytes: Bytes,
+        pause: impl FnMut() -> bool,
+    ) -> Result<usize, ClusterError> {
+        self.fan_out(Audience::All, sender, bytes, pause)
     }
 
     /// A send to `room` caused by `sender` (a room yield, `rooms::send`),
-    /// under the `excludeSenderOnBroadcast` rule, waiting for full readers
-    /// as a broadcast does.
-    pub fn room_send(&self, sender: ClientId, room: &str, bytes: Bytes, pause: impl FnMut() -> bool) -> usize {
-        self.hub.fan_out_waiting(Audience::Room(room), bytes, self.exclude_sender.then_some(sender), pause)
+    /// as [`Router::broadcast`] to the room's members.
+    pub fn room_send(
+        &self,
+        sender: ClientId,
+        room: &str,
+        bytes: Bytes,
+        pause: impl FnMut() -> bool,
+    ) -> Result<usize, ClusterError> {
+        self.fan_out(Audience::Room(room), sender, bytes, pause)
     }
 
-    /// `send_to` from a plug: waits for room, cuts off a reader that is stuck.
-    pub fn send_to(&self, id: ClientId, bytes: Bytes, pause: impl FnMut() -> bool) -> bool {
-        self.hub.send_to_waiting(id, bytes, pause)
+    fn fan_out(
+        &self,
+        to: Audience<'_>,
+        sender: ClientId,
+        bytes: Bytes,
+        pause: impl FnMut() -> bool,
+    ) -> Result<usize, ClusterError> {
+        let except = self.exclude_sender.then_some(sender);
+        let shared = self.hub.backplane().map(|b| b.share(to, except, &bytes));
+        let queued = self.hub.fan_out_waiting(to, bytes, except, pause);
+        shared.unwrap_or(Ok(())).map(|()| queued)
+    }
+
+    /// `send_to` from a plug to a client of this node: waits for room, cuts
+    /// off a reader that is stuck. None when no client here has that id (it
+    /// may be another node's).
+    pub fn send_to_local(&self, id: ClientId, bytes: Bytes, pause: impl FnMut() -> bool) -> Option<bool> {
+        self.hub.handle(id)?;
+        Some(self.hub.send_to_waiting(id, bytes, pause))
     }
 
     pub fn to_client(&self, id: ClientId, bytes: Bytes) -> Result<(), Gone> {

@@ -9,6 +9,7 @@
 //! before any backend sees it.
 
 pub mod memory;
+pub mod redis;
 
 use std::time::Duration;
 
@@ -49,6 +50,12 @@ pub trait Store: Send + Sync {
     fn range(&self, key: &str, start: i64, end: i64) -> Result<Vec<String>, StoreError>;
     /// Keys starting with `prefix`, sorted, at most `limit`.
     fn keys(&self, prefix: &str, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Whether operations wait on the network (then a plug running on an
+    /// async worker steps off it first).
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 /// Why an operation failed. Each becomes a catchable error in the plug

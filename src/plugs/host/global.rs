@@ -24,7 +24,7 @@ pub fn register(engine: &mut Engine) {
         },
     );
     host("clients").register_into_engine(engine, |ctx: NativeCallContext| -> HostResult<Array> {
-        Ok(invocation(&ctx, "clients")?.clients())
+        invocation(&ctx, "clients")?.clients(ctx.call_position())
     });
     host("sleep").register_into_engine(engine, |ctx: NativeCallContext, ms: i64| -> HostResult<()> {
         sleep_ms(&ctx, ms as f64)

@@ -55,8 +55,20 @@ impl Services {
     /// What a single node uses: the store in memory. Fails on an
     /// `http.allow` entry that is neither an origin nor a host pattern.
     pub fn local(settings: &crate::config::Settings) -> Result<Services, crate::egress::AllowError> {
+        Services::new(settings, None)
+    }
+
+    /// The store on `cluster`'s Redis when there is one, else in memory.
+    pub fn new(
+        settings: &crate::config::Settings,
+        cluster: Option<&crate::cluster::Cluster>,
+    ) -> Result<Services, crate::egress::AllowError> {
+        let store: Arc<dyn crate::store::Store> = match cluster {
+            Some(cluster) => Arc::new(crate::store::redis::RedisStore::new(cluster.clone())),
+            None => Arc::new(crate::store::memory::MemoryStore::new(settings.store.max_bytes)),
+        };
         Ok(Services {
-            store: Arc::new(crate::store::memory::MemoryStore::new(settings.store.max_bytes)),
+            store,
             conn_state_bytes: settings.limits.conn_state_bytes,
             egress: Arc::new(crate::egress::Egress::new(&settings.http)?),
             rooms_per_client: settings.limits.rooms_per_client,

@@ -10,9 +10,10 @@ use rhai::{Array, Dynamic, Engine, ImmutableString, Map, Module, NativeCallConte
 
 use super::{host, host_error, invocation, HostResult};
 use crate::client::ClientId;
+use crate::cluster::ClusterError;
 use crate::errors::ErrorCode;
-use crate::hub::JoinError;
-use crate::plugs::invoke::{Invocation, Sender};
+use crate::hub::{Backplane, JoinError};
+use crate::plugs::invoke::{cluster_error, Invocation, Sender};
 use crate::plugs::router::check_room;
 
 pub fn register(engine: &mut Engine, max_rooms: usize) {
@@ -44,32 +45,42 @@ pub fn register(engine: &mut Engine, max_rooms: usize) {
     host("members").set_into_module(&mut m, |ctx: NativeCallContext, room: ImmutableString| -> HostResult<Array> {
         let inv = invocation(&ctx, "rooms::members")?;
         room_name(&ctx, "members", &room)?;
-        Ok(inv.router().hub().members(&room).into_iter().map(|id| Dynamic::from(id as i64)).collect())
+        let mut ids = inv.router().hub().members(&room);
+        ids.extend(remote(&ctx, &inv, "members", |b| b.members(&room))?.unwrap_or_default());
+        ids.sort_unstable();
+        Ok(ids.into_iter().map(|id| Dynamic::from(id as i64)).collect())
     });
     host("presence").set_into_module(&mut m, |ctx: NativeCallContext, room: ImmutableString| -> HostResult<Array> {
         let inv = invocation(&ctx, "rooms::presence")?;
         room_name(&ctx, "presence", &room)?;
-        let members = inv.router().hub().member_handles(&room);
+        let mut members: Vec<(ClientId, Dynamic)> =
+            inv.router().hub().member_handles(&room).into_iter().map(|h| (h.id(), h.user())).collect();
+        members.extend(remote(&ctx, &inv, "presence", |b| b.presence(&room))?.unwrap_or_default());
+        members.sort_by_key(|(id, _)| *id);
         Ok(members
             .into_iter()
-            .map(|h| {
-                let entry = Map::from([("client".into(), Dynamic::from(h.id() as i64)), ("user".into(), h.user())]);
+            .map(|(id, user)| {
+                let entry = Map::from([("client".into(), Dynamic::from(id as i64)), ("user".into(), user)]);
                 Dynamic::from_map(entry)
             })
             .collect())
     });
     host("of").set_into_module(&mut m, |ctx: NativeCallContext, id: i64| -> HostResult<Array> {
         let inv = invocation(&ctx, "rooms::of")?;
-        Ok(rooms_of(&inv, client_id(id)))
+        rooms_of(&ctx, &inv, client_id(id))
     });
     host("of").set_into_module(&mut m, |ctx: NativeCallContext| -> HostResult<Array> {
         let inv = invocation(&ctx, "rooms::of")?;
         let id = sender(&ctx, &inv, "of")?;
-        Ok(rooms_of(&inv, id))
+        rooms_of(&ctx, &inv, id)
     });
     host("list").set_into_module(&mut m, |ctx: NativeCallContext| -> HostResult<Array> {
         let inv = invocation(&ctx, "rooms::list")?;
-        Ok(inv.router().hub().rooms().into_iter().map(Dynamic::from).collect())
+        let mut rooms = inv.router().hub().rooms();
+        rooms.extend(remote(&ctx, &inv, "list", |b| b.rooms())?.unwrap_or_default());
+        rooms.sort_unstable();
+        rooms.dedup();
+        Ok(rooms.into_iter().map(Dynamic::from).collect())
     });
     host("send").set_into_module(
         &mut m,
@@ -108,11 +119,25 @@ fn bad(op: &str, why: &str, pos: Position) -> Box<rhai::EvalAltResult> {
     host_error(ErrorCode::BadArgument, &format!("rooms::{op}: {why}"), serde_json::json!({}), pos)
 }
 
+/// Ask the other nodes, if there are any (off the async workers): None on
+/// a single node; `cluster_unavailable` when Redis cannot answer.
+fn remote<T>(
+    ctx: &NativeCallContext,
+    inv: &Invocation,
+    op: &str,
+    ask: impl FnOnce(&dyn Backplane) -> Result<T, ClusterError>,
+) -> HostResult<Option<T>> {
+    let Some(backplane) = inv.router().hub().backplane() else { return Ok(None) };
+    let answer = inv.wait(|_, _| ask(backplane.as_ref()));
+    answer.map(Some).map_err(|e| cluster_error(&format!("rooms::{op}"), e, ctx.call_position()))
+}
+
 fn join(ctx: &NativeCallContext, inv: &Invocation, id: ClientId, room: &str, max: usize) -> HostResult<bool> {
     room_name(ctx, "join", room)?;
     match inv.router().hub().join(id, room, max) {
         Ok(joined) => Ok(joined),
-        Err(JoinError::NoClient) => Ok(false),
+        // Another node's client joins there (and its limit applies there).
+        Err(JoinError::NoClient) => Ok(remote(ctx, inv, "join", |b| b.join(id, room))?.unwrap_or(false)),
         Err(JoinError::TooMany(n)) => Err(host_error(
             ErrorCode::LimitExceeded,
             &format!("rooms::join: client {id} is in {n} rooms already, the most limits.roomsPerClient allows"),
@@ -124,15 +149,23 @@ fn join(ctx: &NativeCallContext, inv: &Invocation, id: ClientId, room: &str, max
 
 fn leave(ctx: &NativeCallContext, inv: &Invocation, id: ClientId, room: &str) -> HostResult<bool> {
     room_name(ctx, "leave", room)?;
-    Ok(inv.router().hub().leave(id, room))
+    let hub = inv.router().hub();
+    if hub.handle(id).is_none() {
+        return Ok(remote(ctx, inv, "leave", |b| b.leave(id, room))?.unwrap_or(false));
+    }
+    Ok(hub.leave(id, room))
 }
 
-/// A client's rooms: a connected one's, or the sender's own even after it
-/// left (its `on_disconnect` still sees them).
-fn rooms_of(inv: &Invocation, id: ClientId) -> Array {
+/// A client's rooms: a connected one's (of any node), or the sender's own
+/// even after it left (its `on_disconnect` still sees them).
+fn rooms_of(ctx: &NativeCallContext, inv: &Invocation, id: ClientId) -> HostResult<Array> {
     let handle = match &inv.sender {
         Sender::Client(client) if client.id() == id => Some(client.clone()),
         _ => inv.router().hub().handle(id),
     };
-    handle.map(|h| h.rooms().into_iter().map(Dynamic::from).collect()).unwrap_or_default()
+    let rooms = match handle {
+        Some(h) => h.rooms(),
+        None => remote(ctx, inv, "of", |b| b.rooms_of(id))?.unwrap_or_default(),
+    };
+    Ok(rooms.into_iter().map(Dynamic::from).collect())
 }

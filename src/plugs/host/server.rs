@@ -46,15 +46,18 @@ pub fn register(engine: &mut Engine) {
         .register_fn("on_auth", |s: &mut ServerHandle, f: FnPtr| {
             *s.hooks.on_auth.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
         })
-        .register_fn("clients", |s: &mut ServerHandle| -> Array {
-            s.hub.ids().into_iter().map(|id| Dynamic::from(id as i64)).collect()
-        })
-        .register_fn("kick_all", |s: &mut ServerHandle| -> i64 {
-            let ids = s.hub.ids();
-            for id in &ids {
-                s.hub.close(*id, CLOSE_KICKED, "disconnected by the server");
+        .register_fn("clients", |ctx: NativeCallContext, s: &mut ServerHandle| -> HostResult<Array> {
+            match crate::plugs::invoke::current() {
+                Some(inv) => inv.clients(ctx.call_position()),
+                None => Ok(s.hub.ids().into_iter().map(|id| Dynamic::from(id as i64)).collect()),
             }
-            ids.len() as i64
+        })
+        .register_fn("kick_all", |ctx: NativeCallContext, s: &mut ServerHandle| -> HostResult<i64> {
+            let kicked = s.hub.kick_local() as i64;
+            match s.hub.backplane().map(|b| b.kick_all()) {
+                Some(Err(e)) => Err(crate::plugs::invoke::cluster_error("server.kick_all", e, ctx.call_position())),
+                _ => Ok(kicked),
+            }
         })
         .register_fn("every", |ctx: NativeCallContext, s: &mut ServerHandle, ms: i64, f: FnPtr| {
             add_timer(&ctx, s, "every", ms, true, f)

@@ -17,7 +17,7 @@ pub fn register(engine: &mut Engine, store: Arc<dyn Store>) {
     let mut m = Module::new();
     let s = store.clone();
     host("get").set_into_module(&mut m, move |ctx: NativeCallContext, key: ImmutableString| -> HostResult<Dynamic> {
-        let found = call(&ctx, "get", || {
+        let found = call(&ctx, "get", s.blocks(), || {
             store::check_key(&key)?;
             s.get(&key)
         })?;
@@ -31,7 +31,7 @@ pub fn register(engine: &mut Engine, store: Arc<dyn Store>) {
     host("set").set_into_module(
         &mut m,
         move |ctx: NativeCallContext, key: ImmutableString, value: Dynamic| -> HostResult<()> {
-            call(&ctx, "set", || {
+            call(&ctx, "set", s.blocks(), || {
                 store::check_key(&key)?;
                 s.set(&key, json(&value)?, None)
             })
@@ -41,7 +41,7 @@ pub fn register(engine: &mut Engine, store: Arc<dyn Store>) {
     host("set").set_into_module(
         &mut m,
         move |ctx: NativeCallContext, key: ImmutableString, value: Dynamic, ttl_ms: i64| -> HostResult<()> {
-            call(&ctx, "set", || {
+            call(&ctx, "set", s.blocks(), || {
                 store::check_key(&key)?;
                 let ttl = store::ttl(ttl_ms)?;
                 s.set(&key, json(&value)?, Some(ttl))
@@ -50,7 +50,7 @@ pub fn register(engine: &mut Engine, store: Arc<dyn Store>) {
     );
     let s = store.clone();
     host("del").set_into_module(&mut m, move |ctx: NativeCallContext, key: ImmutableString| -> HostResult<bool> {
-        call(&ctx, "del", || {
+        call(&ctx, "del", s.blocks(), || {
             store::check_key(&key)?;
             s.del(&key)
         })
@@ -59,7 +59,7 @@ pub fn register(engine: &mut Engine, store: Arc<dyn Store>) {
     host("incr").set_into_module(
         &mut m,
         move |ctx: NativeCallContext, key: ImmutableString, by: i64| -> HostResult<i64> {
-            call(&ctx, "incr", || {
+            call(&ctx, "incr", s.blocks(), || {
                 store::check_key(&key)?;
                 s.incr(&key, by)
             })
@@ -67,7 +67,7 @@ pub fn register(engine: &mut Engine, store: Arc<dyn Store>) {
     );
     let s = store.clone();
     host("incr").set_into_module(&mut m, move |ctx: NativeCallContext, key: ImmutableString| -> HostResult<i64> {
-        call(&ctx, "incr", || {
+        call(&ctx, "incr", s.blocks(), || {
             store::check_key(&key)?;
             s.incr(&key, 1)
         })
@@ -76,7 +76,7 @@ pub fn register(engine: &mut Engine, store: Arc<dyn Store>) {
     host("push").set_into_module(
         &mut m,
         move |ctx: NativeCallContext, key: ImmutableString, value: Dynamic, max_len: i64| -> HostResult<i64> {
-            call(&ctx, "push", || {
+            call(&ctx, "push", s.blocks(), || {
                 store::check_key(&key)?;
                 let max_len = store::max_len(max_len)?;
                 s.push(&key, json(&value)?, max_len).map(|n| n as i64)
@@ -87,7 +87,7 @@ pub fn register(engine: &mut Engine, store: Arc<dyn Store>) {
     host("range").set_into_module(
         &mut m,
         move |ctx: NativeCallContext, key: ImmutableString, start: i64, end: i64| -> HostResult<Array> {
-            let items = call(&ctx, "range", || {
+            let items = call(&ctx, "range", s.blocks(), || {
                 store::check_key(&key)?;
                 s.range(&key, start, end)
             })?;
@@ -96,12 +96,12 @@ pub fn register(engine: &mut Engine, store: Arc<dyn Store>) {
     );
     let s = store.clone();
     host("keys").set_into_module(&mut m, move |ctx: NativeCallContext, prefix: ImmutableString| -> HostResult<Array> {
-        let keys = call(&ctx, "keys", || s.keys(&prefix, store::MAX_KEYS))?;
+        let keys = call(&ctx, "keys", s.blocks(), || s.keys(&prefix, store::MAX_KEYS))?;
         Ok(keys.into_iter().map(Dynamic::from).collect())
     });
     let s = store;
     host("keys").set_into_module(&mut m, move |ctx: NativeCallContext| -> HostResult<Array> {
-        let keys = call(&ctx, "keys", || s.keys("", store::MAX_KEYS))?;
+        let keys = call(&ctx, "keys", s.blocks(), || s.keys("", store::MAX_KEYS))?;
         Ok(keys.into_iter().map(Dynamic::from).collect())
     });
     engine.register_static_module("store", m.into());
@@ -112,9 +112,19 @@ fn json(value: &Dynamic) -> Result<String, StoreError> {
     to_json(value).map_err(|e| StoreError::BadArgument(e.to_string()))
 }
 
-/// Run one store operation; a failure becomes a host error naming it.
-fn call<T>(ctx: &NativeCallContext, op: &str, f: impl FnOnce() -> Result<T, StoreError>) -> HostResult<T> {
-    f().map_err(|err| {
+/// Run one store operation; a failure becomes a host error naming it. An
+/// operation that waits on the network waits off the async workers.
+fn call<T>(
+    ctx: &NativeCallContext,
+    op: &str,
+    blocks: bool,
+    f: impl FnOnce() -> Result<T, StoreError>,
+) -> HostResult<T> {
+    let result = match crate::plugs::invoke::current() {
+        Some(inv) if blocks => inv.wait(|_, _| f()),
+        _ => f(),
+    };
+    result.map_err(|err| {
         let mut context = serde_json::json!({});
         if let Some(limit) = err.limit() {
             context["limit"] = limit.into();
