@@ -61,6 +61,15 @@ pub struct Args {
     /// Pad each payload to about this many bytes.
     #[arg(long, default_value_t = 0)]
     payload_bytes: usize,
+    /// Spread the receivers over these servers (comma-separated WebSocket
+    /// URLs, in turn), e.g. the nodes of a cluster; the sender stays on
+    /// `--url`. Default: all on `--url`.
+    #[arg(long, value_delimiter = ',')]
+    receivers_on: Vec<String>,
+    /// The pids of more processes whose CPU to report (the other nodes,
+    /// Redis), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    also_pids: Vec<u32>,
     /// Before sending, every connection sends this event once and waits
     /// for its reply (e.g. a plug that joins a room the `--event` plug
     /// sends to).
@@ -216,9 +225,11 @@ pub async fn run(args: Args) -> Result<()> {
 
     let url = args.url.clone();
     let join = args.join.as_deref();
+    let spread = if args.receivers_on.is_empty() { vec![url.clone()] } else { args.receivers_on.clone() };
+    let spread = &spread;
     let opened: Vec<Result<Ws>> = futures::stream::iter(0..args.receivers)
-        .map(|_| async {
-            let mut ws = connect_light(&url).await?;
+        .map(|i| async move {
+            let mut ws = connect_light(&spread[i as usize % spread.len()]).await?;
             round_trip(&mut ws).await?;
             if let Some(event) = join {
                 join_with(&mut ws, event).await?;
@@ -242,9 +253,11 @@ pub async fn run(args: Args) -> Result<()> {
 
     let pad = "x".repeat(args.payload_bytes.saturating_sub(44));
     let mark = args.server_pid.map(CpuMark::now).transpose()?;
+    let also: Vec<CpuMark> = args.also_pids.iter().map(|pid| CpuMark::now(*pid)).collect::<Result<_>>()?;
     let end = Instant::now() + Duration::from_secs_f64(args.duration_secs);
     let sending = send(sender, &args.event, args.rate, end, &pad).await;
     let cpu = mark.map(|m| m.since()).transpose()?;
+    let also_cores: Vec<f64> = also.into_iter().map(|m| m.since().map(|c| r3(c.cores))).collect::<Result<_>>()?;
     let (sent, mut total, mut sender) = match sending {
         Ok(r) => r,
         Err(e) => {
@@ -291,6 +304,8 @@ pub async fn run(args: Args) -> Result<()> {
             "latency_p99_us": p[1],
             "cpu_seconds": cpu.as_ref().map(|c| r3(c.seconds)),
             "cpu_cores": cpu.as_ref().map(|c| r3(c.cores)),
+            "also_pids": args.also_pids,
+            "also_cpu_cores": also_cores,
         }),
     );
     Ok(())
