@@ -59,6 +59,17 @@ pub const MAX_NODES: u64 = 1 << 20;
 #[error("Redis is unavailable ({0}): this reached this node only")]
 pub struct ClusterError(pub String);
 
+/// Score node ARGV[1] now; forget nodes silent for ARGV[2] ms.
+const BEAT: &str =
+    "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+    redis.call('ZADD', KEYS[1], now, ARGV[1]) \
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))";
+
+/// Nodes that beat within ARGV[1] ms.
+const LIVE: &str =
+    "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+    return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')";
+
 /// The backplane: cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
@@ -199,7 +210,6 @@ impl Cluster {
         });
         handle.spawn(write(Arc::downgrade(&inner), outgoing));
         handle.spawn(receive(Arc::downgrade(&inner), incoming));
-        handle.spawn(beat(Arc::downgrade(&inner)));
         *inner.runtime.lock().unwrap_or_else(|e| e.into_inner()) = Some(runtime);
         tracing::info!("cluster: node {} on {}", node.0, redacted(&settings.redis));
         Ok(Cluster { inner })
@@ -266,13 +276,13 @@ impl Cluster {
         self.inner.keys.store("")
     }
 
-    /// Live nodes other than this one.
+    /// Live nodes other than this one: those that beat within one TTL.
     fn others(&self) -> Result<Vec<u32>, ClusterError> {
         let key = self.inner.keys.nodes();
-        let since = unix_ms().saturating_sub(self.inner.ttl.as_millis() as u64);
+        let ttl = self.inner.ttl.as_millis() as u64;
         let me = self.inner.node;
         let nodes: Vec<u32> = self.query(move |mut c| async move {
-            redis::cmd("ZRANGEBYSCORE").arg(key).arg(since).arg("+inf").query_async(&mut c).await
+            redis::cmd("EVAL").arg(LIVE).arg(1).arg(key).arg(ttl).query_async(&mut c).await
         })?;
         Ok(nodes.into_iter().filter(|n| *n != me).collect())
     }
@@ -583,10 +593,6 @@ fn random_u64() -> u64 {
     h.finish()
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
 /// `redis://user:password@host` without the password, for the log.
 fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -595,9 +601,29 @@ fn redacted(url: &str) -> String {
     }
 }
 
-/// The writer: publishes and registry writes, in order, pipelined.
+/// The writer: publishes and registry writes, in order, pipelined; and,
+/// between batches, the heartbeat. One task does both so that a rewrite of
+/// the registry (a snapshot of the hub) falls between writes, never across
+/// one: a write queued before the snapshot runs after it and agrees with
+/// it, one queued after it is newer.
 async fn write(inner: std::sync::Weak<Inner>, mut outgoing: mpsc::Receiver<redis::Cmd>) {
-    while let Some(first) = outgoing.recv().await {
+    let Some(period) = inner.upgrade().map(|i| i.heartbeat) else { return };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            _ = tick.tick() => {
+                let Some(inner) = inner.upgrade() else { return };
+                if let Err(e) = heartbeat(&inner).await {
+                    inner.mark_down(&e.to_string());
+                }
+                continue;
+            }
+            cmd = outgoing.recv() => match cmd {
+                Some(cmd) => cmd,
+                None => return,
+            },
+        };
         let Some(inner) = inner.upgrade() else { return };
         let mut pipe = redis::pipe();
         pipe.add_command(first).ignore();
@@ -691,24 +717,9 @@ fn deliver(inner: &Inner, hub: &Hub, bytes: &[u8]) {
     }
 }
 
-/// The heartbeat: score this node, refresh its keys' TTL (rewriting them
-/// all after a lost write), and keep the subscription alive.
-async fn beat(inner: std::sync::Weak<Inner>) {
-    let period = match inner.upgrade() {
-        Some(inner) => inner.heartbeat,
-        None => return,
-    };
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        if let Err(e) = heartbeat(&inner).await {
-            inner.mark_down(&e.to_string());
-        }
-    }
-}
-
+/// The heartbeat: score this node (on Redis's clock), refresh its keys'
+/// TTL (rewriting them all after a lost write), and keep the subscription
+/// alive.
 async fn heartbeat(inner: &Inner) -> redis::RedisResult<()> {
     let keys = &inner.keys;
     let node = inner.node;
@@ -721,9 +732,9 @@ async fn heartbeat(inner: &Inner) -> redis::RedisResult<()> {
             return Err(e);
         }
     }
-    pipe.cmd("ZADD").arg(keys.nodes()).arg(unix_ms()).arg(node).ignore();
-    // Drop nodes long dead from the list (their keys have expired).
-    pipe.cmd("ZREMRANGEBYSCORE").arg(keys.nodes()).arg("-inf").arg(unix_ms().saturating_sub(ttl * 10)).ignore();
+    // Scored with Redis's clock, as the live-node query reads it, so the
+    // nodes' own clocks need not agree. Nodes long dead leave the list.
+    pipe.cmd("EVAL").arg(BEAT).arg(1).arg(keys.nodes()).arg(node).arg(ttl * 10).ignore();
     pipe.cmd("PEXPIRE").arg(keys.clients(node)).arg(ttl).ignore();
     pipe.cmd("PEXPIRE").arg(keys.users(node)).arg(ttl).ignore();
     pipe.cmd("PEXPIRE").arg(keys.rooms(node)).arg(ttl).ignore();
