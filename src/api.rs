@@ -170,7 +170,7 @@ where
                 match asked {
                     Ok(Ok(sent)) => (usize::from(sent), Ok(())),
                     Ok(Err(e)) => (0, Err(e)),
-                    Err(_) => (0, Err(crate::cluster::ClusterError("the lookup did not finish".into()))),
+                    Err(_) => (0, Err(crate::cluster::ClusterError::Down("the lookup did not finish".into()))),
                 }
             }
             None => (0, Ok(())),

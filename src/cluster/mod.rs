@@ -15,10 +15,14 @@
 //!   that dies stops refreshing: it drops out of every answer within one
 //!   TTL (5 heartbeats) and its keys expire. Queries read the live nodes'
 //!   keys.
-//! - **Ids.** A node gets its number from `INCR PREFIX:node-seq` (or a
-//!   random one if Redis cannot be reached at start-up); client ids are
-//!   `node × 2^32 + n`, unique across nodes and below 2^53 (exact in
-//!   JavaScript) for node numbers below 2^20.
+//! - **Ids.** A node picks a random number below 2^20 and claims it in
+//!   Redis (`SET PREFIX:claim:N token NX`, refreshed by the heartbeat);
+//!   client ids are `node × 2^32 + n`, unique across nodes and below 2^53
+//!   (exact in JavaScript). A claim already taken means another number. The
+//!   one way two nodes can share a number is a Redis that restarts empty
+//!   and a node that starts before the others have claimed theirs again
+//!   (one heartbeat), with a chance of (nodes / 2^20); the heartbeat sees
+//!   it (the claim's old token is another node's) and logs an error.
 //!
 //! When Redis goes away nothing waits for it: the publish queue is bounded
 //! (what does not fit is dropped and counted), failed writes mark the
@@ -56,8 +60,14 @@ pub const MAX_NODES: u64 = 1 << 20;
 
 /// Why something that needed Redis did not happen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Redis is unavailable ({0}): this reached this node only")]
-pub struct ClusterError(pub String);
+pub enum ClusterError {
+    /// Redis cannot be reached (or did not answer in time).
+    #[error("Redis is unavailable ({0}): this reached this node only")]
+    Down(String),
+    /// Redis answered with an error (a command of ours it would not run).
+    #[error("Redis refused: {0}")]
+    Refused(String),
+}
 
 /// Score node ARGV[1] now; forget nodes silent for ARGV[2] ms.
 const BEAT: &str =
@@ -78,6 +88,9 @@ pub struct Cluster {
 
 struct Inner {
     node: u32,
+    /// This node's claim on its number (another node's token there means
+    /// both took the same number).
+    token: u64,
     keys: Keys,
     heartbeat: Duration,
     /// How long a node's keys live without a heartbeat.
@@ -116,8 +129,8 @@ impl Keys {
     fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
     }
-    fn seq(&self) -> String {
-        format!("{}:node-seq", self.prefix)
+    fn claim(&self, node: u32) -> String {
+        format!("{}:claim:{node}", self.prefix)
     }
     fn all(&self) -> String {
         format!("{}:all", self.prefix)
@@ -185,15 +198,18 @@ impl Cluster {
             (conn, sub)
         };
         let prefix = settings.prefix.clone();
-        let node = node_number(&handle, &conn, &Keys { prefix: prefix.clone(), node: 0 });
+        let token = random_u64();
+        let ttl = Duration::from_millis(settings.heartbeat_ms) * 5;
+        let node = node_number(&handle, &conn, &Keys { prefix: prefix.clone(), node: 0 }, token, ttl);
         let node = (node.0, node.1);
         let (queue, outgoing) = mpsc::channel(QUEUE_LEN);
         let heartbeat = Duration::from_millis(settings.heartbeat_ms);
         let inner = Arc::new(Inner {
             node: node.0,
+            token,
             keys: Keys { prefix, node: node.0 },
             heartbeat,
-            ttl: heartbeat * 5,
+            ttl,
             runtime: Mutex::new(None),
             handle: handle.clone(),
             conn,
@@ -259,10 +275,10 @@ impl Cluster {
                 self.inner.mark_up();
                 Ok(value)
             }
-            Some(Ok(Err(e))) if !is_connection_error(&e) => Err(ClusterError(e.to_string())),
+            Some(Ok(Err(e))) if !is_connection_error(&e) => Err(ClusterError::Refused(e.to_string())),
             Some(Ok(Err(e))) => Err(self.inner.mark_down(&e.to_string())),
             Some(Err(_)) => Err(self.inner.mark_down("no answer within 2 s")),
-            None => Err(ClusterError("the Redis runtime stopped".into())),
+            None => Err(ClusterError::Down("the Redis runtime stopped".into())),
         }
     }
 
@@ -305,11 +321,12 @@ impl Cluster {
         let node = keys.mine();
         let rooms_key = keys.rooms(node);
         let (nodes, clients, users, prefix) = (keys.nodes(), keys.clients(node), keys.users(node), keys.prefix.clone());
+        let claim = keys.claim(node);
         let _ = self.query(move |mut c| async move {
             let rooms: Vec<String> = redis::cmd("SMEMBERS").arg(&rooms_key).query_async(&mut c).await?;
             let mut pipe = redis::pipe();
             pipe.cmd("ZREM").arg(nodes).arg(node).ignore();
-            pipe.cmd("DEL").arg(clients).arg(users).arg(&rooms_key).ignore();
+            pipe.cmd("DEL").arg(clients).arg(users).arg(&rooms_key).arg(claim).ignore();
             for room in rooms {
                 pipe.cmd("DEL").arg(format!("{prefix}:n:{node}:r:{room}")).ignore();
             }
@@ -326,13 +343,19 @@ impl Cluster {
         if !self.is_up() {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             self.inner.dirty.store(true, Ordering::SeqCst);
-            return Err(ClusterError("it did not answer the last attempt".into()));
+            return Err(ClusterError::Down("it did not answer the last attempt".into()));
         }
         self.inner.queue.try_send(cmd).map_err(|_| {
             self.inner.dropped.fetch_add(1, Ordering::Relaxed);
             self.inner.dirty.store(true, Ordering::SeqCst);
             self.inner.mark_down("the queue of messages for Redis is full")
         })
+    }
+
+    /// Whether another node's client is in `room` (by that node's registry).
+    fn in_room(&self, client: ClientId, room: &str) -> Result<bool, ClusterError> {
+        let key = self.inner.keys.room(node_of(client), room);
+        self.query(move |mut c| async move { redis::cmd("SISMEMBER").arg(key).arg(client).query_async(&mut c).await })
     }
 
     fn publish(&self, channel: String, envelope: &Envelope<'_>) -> Result<(), ClusterError> {
@@ -370,7 +393,7 @@ impl Backplane for Cluster {
     }
 
     fn join(&self, client: ClientId, room: &str) -> Result<bool, ClusterError> {
-        if !self.is_connected(client)? {
+        if !self.is_connected(client)? || self.in_room(client, room)? {
             return Ok(false);
         }
         self.publish(self.inner.keys.inbox(node_of(client)), &Envelope::Join { client, room })?;
@@ -378,7 +401,7 @@ impl Backplane for Cluster {
     }
 
     fn leave(&self, client: ClientId, room: &str) -> Result<bool, ClusterError> {
-        if !self.is_connected(client)? {
+        if !self.is_connected(client)? || !self.in_room(client, room)? {
             return Ok(false);
         }
         self.publish(self.inner.keys.inbox(node_of(client)), &Envelope::Leave { client, room })?;
@@ -497,7 +520,9 @@ impl Backplane for Cluster {
             pipe.cmd("SISMEMBER").arg(self.inner.keys.room(node, room)).arg(client);
         }
         let member: Vec<bool> = self.query(move |mut c| async move { pipe.query_async(&mut c).await })?;
-        Ok(rooms.into_iter().zip(member).filter(|(_, m)| *m).map(|(r, _)| r).collect())
+        let mut rooms: Vec<String> = rooms.into_iter().zip(member).filter(|(_, m)| *m).map(|(r, _)| r).collect();
+        rooms.sort_unstable();
+        Ok(rooms)
     }
 
     fn is_connected(&self, client: ClientId) -> Result<bool, ClusterError> {
@@ -536,7 +561,7 @@ impl Inner {
                 self.dropped.load(Ordering::Relaxed)
             );
         }
-        ClusterError(why.to_owned())
+        ClusterError::Down(why.to_owned())
     }
 
     fn hub(&self) -> Option<Hub> {
@@ -550,19 +575,30 @@ fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
-/// `INCR` the node counter (skipping numbers a live node has), or a random
-/// number when Redis cannot be reached; and whether Redis answered.
-fn node_number(handle: &Handle, conn: &ConnectionManager, keys: &Keys) -> (u32, bool) {
-    let (seq, nodes) = (keys.seq(), keys.nodes());
+/// A random node number nobody has claimed, claimed for `token`; or, when
+/// Redis cannot be reached, an unclaimed random one (the heartbeat claims
+/// it later). And whether Redis answered.
+fn node_number(handle: &Handle, conn: &ConnectionManager, keys: &Keys, token: u64, ttl: Duration) -> (u32, bool) {
+    let claims: Vec<(u32, String)> = (0..100)
+        .map(|i| {
+            let n = (random_u64().wrapping_add(i) % (MAX_NODES - 1) + 1) as u32;
+            (n, keys.claim(n))
+        })
+        .collect();
     let mut conn = conn.clone();
     let taken = crate::offload::wait(handle, async move {
         tokio::time::timeout(QUERY_TIMEOUT, async move {
-            for _ in 0..100 {
-                let n: u64 = redis::cmd("INCR").arg(&seq).query_async(&mut conn).await?;
-                let n = ((n - 1) % (MAX_NODES - 1)) + 1;
-                let score: Option<f64> = redis::cmd("ZSCORE").arg(&nodes).arg(n).query_async(&mut conn).await?;
-                if score.is_none() {
-                    return Ok(n as u32);
+            for (n, claim) in claims {
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(&claim)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64)
+                    .query_async(&mut conn)
+                    .await?;
+                if set.is_some() {
+                    return Ok(n);
                 }
             }
             Err(redis::RedisError::from((redis::ErrorKind::Client, "no free node number")))
@@ -743,14 +779,15 @@ async fn heartbeat(inner: &Inner) -> redis::RedisResult<()> {
             pipe.cmd("PEXPIRE").arg(keys.room(node, &room)).arg(ttl).ignore();
         }
     }
-    // A restarted Redis forgot the counter: keep it past our number.
-    pipe.cmd("EVAL")
-        .arg("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end")
-        .arg(1)
-        .arg(keys.seq())
-        .arg(node)
-        .ignore();
-    pipe.query_async::<()>(&mut conn).await?;
+    // Renew the claim on our number, reading whose it was.
+    pipe.cmd("SET").arg(keys.claim(node)).arg(inner.token).arg("PX").arg(ttl).arg("GET");
+    let (previous,): (Option<String>,) = pipe.query_async(&mut conn).await?;
+    if previous.is_some_and(|p| p != inner.token.to_string()) {
+        tracing::error!(
+            "cluster: another node claimed number {node} too (Redis restarted empty while both were away?): \
+             client ids of the two may collide; restart one of them"
+        );
+    }
     inner.mark_up();
     let mut sub = inner.sub.clone();
     if !inner.subscribed.load(Ordering::SeqCst) {

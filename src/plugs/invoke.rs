@@ -244,10 +244,16 @@ impl Invocation {
         self
     }
 
-    /// Run `wait`, a blocking wait that ends early on this run's cancel
-    /// flag or deadline (an HTTP request), off the async worker.
+    /// Run `wait`, a blocking wait on the network that ends early on this
+    /// run's cancel flag or deadline (an HTTP request, Redis), off the
+    /// async worker. Unlike a sleep it does not mark the plug slow: its
+    /// runs stay in the connection's queue, one after another, so a
+    /// sender's messages keep their order (a chat on a Redis store).
     pub(crate) fn wait<T>(&self, wait: impl FnOnce(&Cancel, Option<Instant>) -> T) -> T {
-        self.blocking(|| wait(&self.cancel, self.deadline))
+        match &self.inline {
+            Some(_) => tokio::task::block_in_place(|| wait(&self.cancel, self.deadline)),
+            None => wait(&self.cancel, self.deadline),
+        }
     }
 
     /// The error that stops this run now that its client has left or its

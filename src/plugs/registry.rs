@@ -395,10 +395,9 @@ impl Registry {
         handlers.sort();
         handlers.dedup();
         Ok(Plug {
-            // A plug that can sleep or wait on the network starts on the plug
-            // threads: a wait inline would hold up the other messages of its
-            // client meanwhile.
-            slow: std::sync::atomic::AtomicBool::new(source.contains("sleep") || source.contains("http::")),
+            // A plug that can sleep starts on the plug threads: a sleep inline
+            // would hold up the other messages of its client meanwhile.
+            slow: std::sync::atomic::AtomicBool::new(source.contains("sleep")),
             name: name.into(),
             path: path.to_path_buf(),
             ast,

@@ -14,6 +14,9 @@ use crate::cluster::{Cluster, ClusterError};
 
 use super::{Store, StoreError, Stored};
 
+/// About 3,000 years: the longest TTL passed to Redis.
+const MAX_TTL_MS: u128 = 100_000_000_000_000;
+
 pub struct RedisStore {
     cluster: Cluster,
 }
@@ -27,10 +30,12 @@ if t == 'none' then return {'none'} end
 return {'other', t}
 ";
 
-/// `push`: append, keep the last ARGV[2] items, answer the length.
+/// `push`: append, keep the items from index ARGV[2] (negative: from the
+/// end) on, answer the length. The index comes as text from Rust: Lua's
+/// numbers would turn a huge one into `-1e+17`, which LTRIM refuses.
 const PUSH: &str = r"
 redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('LTRIM', KEYS[1], ARGV[2], -1)
 return redis.call('LLEN', KEYS[1])
 ";
 
@@ -44,9 +49,11 @@ impl RedisStore {
         T: redis::FromRedisValue + Send + 'static,
     {
         let key = key.to_owned();
-        self.cluster
-            .query(move |mut c| async move { cmd.query_async::<T>(&mut c).await })
-            .map_err(|ClusterError(why)| wrong_type(op, &key, &why).unwrap_or(StoreError::Unavailable(why)))
+        self.cluster.query(move |mut c| async move { cmd.query_async::<T>(&mut c).await }).map_err(|e| match e {
+            ClusterError::Down(why) => StoreError::Unavailable(why),
+            ClusterError::Refused(why) => wrong_type(op, &key, &why)
+                .unwrap_or_else(|| StoreError::BadArgument(format!("{op} `{key}`: Redis refused it: {why}"))),
+        })
     }
 }
 
@@ -98,7 +105,9 @@ impl Store for RedisStore {
         let mut c = cmd("SET");
         c.arg(self.cluster.store_key(key)).arg(json);
         if let Some(ttl) = ttl {
-            c.arg("PX").arg(ttl.as_millis() as u64);
+            // Redis refuses an expiry past its clock's range; a TTL of
+            // thousands of years means forever, as in the memory store.
+            c.arg("PX").arg(ttl.as_millis().min(MAX_TTL_MS) as u64);
         }
         self.run::<()>("set", key, c)
     }
@@ -117,7 +126,8 @@ impl Store for RedisStore {
 
     fn push(&self, key: &str, json: String, max_len: usize) -> Result<usize, StoreError> {
         let mut c = cmd("EVAL");
-        c.arg(PUSH).arg(1).arg(self.cluster.store_key(key)).arg(json).arg(max_len.min(i64::MAX as usize));
+        let keep_from = -(max_len.min(i64::MAX as usize) as i64);
+        c.arg(PUSH).arg(1).arg(self.cluster.store_key(key)).arg(json).arg(keep_from);
         self.run::<i64>("push", key, c).map(|n| n.max(0) as usize)
     }
 
@@ -152,7 +162,10 @@ impl Store for RedisStore {
                     }
                 }
             })
-            .map_err(|ClusterError(why)| StoreError::Unavailable(why))?;
+            .map_err(|e| match e {
+                ClusterError::Down(why) => StoreError::Unavailable(why),
+                ClusterError::Refused(why) => StoreError::BadArgument(format!("keys: Redis refused it: {why}")),
+            })?;
         let mut keys: Vec<String> =
             found.into_iter().filter_map(|k| k.strip_prefix(&strip).map(str::to_owned)).collect();
         keys.sort_unstable();
