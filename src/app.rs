@@ -39,6 +39,8 @@ pub struct App {
     /// Set once shutdown begins: new messages are refused while running
     /// plugs finish.
     draining: Arc<AtomicBool>,
+    /// Set once the server serves (and cleared when it drains): `/readyz`.
+    serving: Arc<AtomicBool>,
     /// Live reload runs while this lives. A mutex only to make it `Sync`.
     _watcher: Option<Arc<Mutex<Watcher>>>,
 }
@@ -91,7 +93,9 @@ impl App {
         let services = Services::new(&settings, cluster.as_ref()).map_err(|e| StartError::Config(e.to_string()))?;
         let auth = Arc::new(crate::auth::Auth::new(&settings.auth).map_err(StartError::Config)?);
         let plugs = Plugs::new(&settings, hub.clone(), &services);
+        hub.count_cutoffs_in(services.metrics.slow_client_cutoffs.clone());
         let timers = Timers::new();
+        timers.count_skips_in(services.metrics.timer_ticks_skipped.clone());
         // Any error from here on drops this, and the timers INIT started stop.
         let _stop_timers = Arc::new(StopTimers(timers.clone()));
         let init = init::run_if_present(&settings.init_file, &plugs, &hub, &timers)?;
@@ -130,8 +134,14 @@ impl App {
             timers,
             _stop_timers,
             draining,
+            serving: Arc::new(AtomicBool::new(false)),
             _watcher: watcher,
         })
+    }
+
+    /// The server's counters (`/metrics`).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        self.plugs.registry().metrics()
     }
 
     /// True once shutdown has begun.
@@ -151,6 +161,37 @@ impl App {
         if let Some(init) = &self.init {
             init.disconnected(client);
         }
+    }
+
+    /// The listener is serving: ready for traffic.
+    pub fn begin_serving(&self) {
+        self.serving.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a load balancer should send clients here: serving, not
+    /// shutting down, and (with several nodes) Redis answering. The reason
+    /// when not.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.is_draining() {
+            return Err("shutting down");
+        }
+        if !self.serving.load(Ordering::SeqCst) {
+            return Err("starting");
+        }
+        if self.cluster.as_ref().is_some_and(|c| !c.is_up()) {
+            return Err("Redis is unavailable");
+        }
+        Ok(())
+    }
+
+    /// The metrics text, with the gauges read now.
+    pub fn scrape(&self) -> String {
+        self.metrics().encode(crate::metrics::Snapshot {
+            connections: self.hub.len(),
+            queued_bytes: self.hub.queued_bytes(),
+            in_flight: self.plugs.in_flight(),
+            cluster: self.cluster.as_ref().map(|c| (c.is_up(), c.dropped())),
+        })
     }
 
     /// Refuse new messages and stop the timers (shutdown has begun).

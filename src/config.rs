@@ -61,7 +61,9 @@ pub const KEYS: &[KeyDoc] = &[
     KeyDoc { key: "plugsFolder", kind: Kind::Str, default: "./plugs", doc: "Folder of plugs, scanned recursively; `plugs/a/b.rhai` answers event `a/b`." },
     KeyDoc { key: "initFile", kind: Kind::Str, default: "./INIT.rhai", doc: "Start-up hook: if this file exists, its `fn INIT(server)` runs once before plugs load (see the README's INIT section)." },
     KeyDoc { key: "shutdownTimeoutMs", kind: NON_NEGATIVE, default: "5000", doc: "On SIGINT/SIGTERM, how long running plugs may take to finish before clients are closed (code 1001)." },
-    KeyDoc { key: "playground", kind: Kind::Bool, default: "true", doc: "Serve the playground page at `/`, the JS client at `/ssocket.js` the plug list at `/api/plugs`, counters at `/api/stats` and the rooms at `/api/rooms` on the WebSocket port. Turn off in production." },
+    KeyDoc { key: "playground", kind: Kind::Bool, default: "true", doc: "Serve the playground page at `/` (`/playground` with a staticFolder), the JS client at `/ssocket.js` the plug list at `/api/plugs`, counters at `/api/stats` and the rooms at `/api/rooms` on the WebSocket port. Turn off in production." },
+    KeyDoc { key: "staticFolder", kind: Kind::Str, default: "", doc: "Serve this folder's files at `/` (an app's own page beside its plugs; `index.html` for folders, content types by file name, nothing outside the folder). The playground then moves to `/playground`. Empty: no files." },
+    KeyDoc { key: "logFormat", kind: Kind::Str, default: "text", doc: "`text`: log lines for people; `json`: one JSON object per line (`time`, `level`, `target`, `message`, and fields such as `plug` and `client`) for log collectors." },
     KeyDoc { key: "printLogToConsole", kind: Kind::Bool, default: "true", doc: "Print log lines to the console (stderr)." },
     KeyDoc { key: "logLevel", kind: Kind::Int { min: 0, max: 4 }, default: "0", doc: "Log verbosity: 0 = start-up, plug print(), warnings and errors; 1 = also connections and plug failures; 2 = also other crates' info; 3 = ssocket trace; 4 = everything. RUST_LOG, when set, wins." },
     KeyDoc { key: "logSizeLimit", kind: NON_NEGATIVE, default: "1", doc: "How many recent log entries are kept in memory." },
@@ -150,6 +152,9 @@ pub struct Settings {
     pub init_file: PathBuf,
     pub shutdown_timeout_ms: u64,
     pub playground: bool,
+    /// `staticFolder`; None when unset.
+    pub static_folder: Option<PathBuf>,
+    pub log_format: LogFormat,
     pub print_log_to_console: bool,
     pub log_level: u8,
     pub log_size_limit: usize,
@@ -208,6 +213,13 @@ impl std::fmt::Debug for AuthSettings {
             .field("required", &self.required)
             .finish()
     }
+}
+
+/// `logFormat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// `store.*`.
@@ -316,6 +328,8 @@ impl Settings {
             init_file: PathBuf::from(r.string("initFile")?),
             shutdown_timeout_ms: r.int("shutdownTimeoutMs")? as u64,
             playground: r.bool("playground")?,
+            static_folder: Some(r.string("staticFolder")?).filter(|s| !s.is_empty()).map(PathBuf::from),
+            log_format: r.log_format("logFormat")?,
             print_log_to_console: r.bool("printLogToConsole")?,
             log_level: r.int("logLevel")? as u8,
             log_size_limit: r.int("logSizeLimit")? as usize,
@@ -415,6 +429,20 @@ impl Reader<'_> {
         match &v.kind {
             ValueKind::String(s) => Ok(s.clone()),
             _ => Err(self.wrong(key, &v)),
+        }
+    }
+
+    /// `text` or `json`.
+    fn log_format(&self, key: &str) -> Result<LogFormat, ConfigError> {
+        match self.string(key)?.as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError::WrongType {
+                key: key.to_owned(),
+                expected: "`text` or `json`".to_owned(),
+                value: other.to_owned(),
+                source_name: self.file_name.to_owned(),
+            }),
         }
     }
 

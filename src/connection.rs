@@ -42,6 +42,7 @@ where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage> + Send + 'static,
 {
     let reg = app.hub.register_as(user);
+    app.metrics().connections_total.inc();
     let (id, client) = (reg.id(), reg.handle);
     tracing::debug!(client = id, "connected");
     app.connected(&client);
@@ -191,7 +192,8 @@ where
                     WsMessage::Binary(frame) => peek_event(frame),
                     _ => "",
                 };
-                app.hub.send_to(id, error_bytes(event, ErrorCode::RateLimited, &text, context));
+                app.metrics().rate_limited.inc();
+                refuse(app, id, event, ErrorCode::RateLimited, &text, context);
                 continue;
             }
             Rate::Flooding => {
@@ -204,7 +206,7 @@ where
             handle_frame(frame, &mut state, app).await
         } else {
             let text = "text frames are not part of the protocol: send binary frames (see the README's wire format)";
-            app.hub.send_to(id, error_bytes("", ErrorCode::TextFrame, text, json!({})));
+            refuse(app, id, "", ErrorCode::TextFrame, text, json!({}));
             false
         };
         state.bad_in_a_row = if ok { 0 } else { state.bad_in_a_row + 1 };
@@ -223,7 +225,7 @@ async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool 
     let id = state.id;
     if app.is_draining() {
         let text = "the server is shutting down and takes no new messages";
-        app.hub.send_to(id, error_bytes(peek_event(&frame), ErrorCode::ShuttingDown, text, json!({})));
+        refuse(app, id, peek_event(&frame), ErrorCode::ShuttingDown, text, json!({}));
         return true;
     }
     let limit = app.settings.payload_limit;
@@ -231,7 +233,7 @@ async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool 
         let message =
             format!("payload too large: message is {} bytes, the limit (payloadLimit) is {limit}", frame.len());
         let context = json!({"limit": limit, "size": frame.len()});
-        app.hub.send_to(id, error_bytes(peek_event(&frame), ErrorCode::PayloadTooLarge, &message, context));
+        refuse(app, id, peek_event(&frame), ErrorCode::PayloadTooLarge, &message, context);
         return false;
     }
     match Request::read(&frame) {
@@ -240,10 +242,19 @@ async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool 
             true
         }
         Err(err) => {
-            app.hub.send_to(id, error_bytes(peek_event(&frame), err.code(), &malformed(&err), json!({})));
+            refuse(app, id, peek_event(&frame), err.code(), &malformed(&err), json!({}));
             false
         }
     }
+}
+
+/// Answer a message the connection refuses (malformed, too large, over
+/// the rate, shutting down) with an ERROR, counted.
+fn refuse(app: &App, id: ClientId, event: &str, code: ErrorCode, message: &str, context: serde_json::Value) {
+    let metrics = app.metrics();
+    metrics.error(code.as_str());
+    metrics.reply(crate::protocol::EventType::ERROR);
+    app.hub.send_to(id, error_bytes(event, code, message, context));
 }
 
 /// The verdict on one incoming message.

@@ -216,6 +216,8 @@ pub struct Egress {
     /// Started at the first request: a server whose plugs call nothing
     /// runs no extra thread.
     client: OnceLock<Result<Client, String>>,
+    /// Requests by outcome (`/metrics`).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The runtime requests run on, and the reqwest client (its connection
@@ -246,13 +248,14 @@ struct RedirectRefused(String);
 struct TooManyRedirects;
 
 impl Egress {
-    pub fn new(settings: &HttpSettings) -> Result<Egress, AllowError> {
+    pub fn new(settings: &HttpSettings, metrics: Arc<crate::metrics::Metrics>) -> Result<Egress, AllowError> {
         Ok(Egress {
             allow: Arc::new(Allowlist::parse(&settings.allow)?),
             timeout: Duration::from_millis(settings.timeout_ms),
             max_bytes: settings.max_response_bytes,
             permits: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent)),
             client: OnceLock::new(),
+            metrics,
         })
     }
 
@@ -266,6 +269,23 @@ impl Egress {
     /// wait short with [`EgressError::Stopped`]. Must not be called on an
     /// async worker (use `block_in_place`).
     pub fn send(&self, req: Request, cancel: &Cancel, deadline: Option<Instant>) -> Result<Response, EgressError> {
+        let result = self.exchange(req, cancel, deadline);
+        self.metrics.egress(
+            match &result {
+                Ok(response) => response.status.to_string(),
+                Err(EgressError::Denied(_)) => "denied".into(),
+                Err(EgressError::BadRequest(_)) => "bad_request".into(),
+                Err(EgressError::Timeout { .. }) => "timeout".into(),
+                Err(EgressError::Failed(_)) => "failed".into(),
+                Err(EgressError::TooLarge { .. }) => "too_large".into(),
+                Err(EgressError::Stopped(_)) => "stopped".into(),
+            }
+            .as_str(),
+        );
+        result
+    }
+
+    fn exchange(&self, req: Request, cancel: &Cancel, deadline: Option<Instant>) -> Result<Response, EgressError> {
         let url = Url::parse(&req.url)
             .map_err(|e| EgressError::BadRequest(format!("`{}` is not a URL: {e}", redacted_text(&req.url))))?;
         self.allow.check(&url)?;

@@ -1,5 +1,5 @@
 //! Plain HTTP on the WebSocket port (a GET that is not an upgrade): the
-//! playground page at `/`, the JS client module at `/ssocket.js`, a JSON
+//! playground page at `/` (`/playground` with a `staticFolder`), the JS client module at `/ssocket.js`, a JSON
 //! list of plugs at `/api/plugs`, counters at `/api/stats` and who is in
 //! which room at `/api/rooms`. All are off
 //! when `playground` is false, for production.
@@ -17,17 +17,26 @@ pub const PLAYGROUND_HTML: &str = include_str!("../clients/playground/index.html
 /// The client library, served as an ES module.
 pub const CLIENT_JS: &str = include_str!("../clients/js/ssocket.js");
 
-/// The routes, or a filter that matches nothing when the playground is off.
+/// The routes: the playground's when it is on; `/ssocket.js` also for a
+/// `staticFolder`'s pages.
 pub fn routes(app: App) -> BoxedFilter<(Box<dyn Reply>,)> {
-    if !app.settings.playground {
-        return warp::any().and_then(|| async { Err::<Box<dyn Reply>, _>(warp::reject::not_found()) }).boxed();
-    }
-    let page =
-        warp::path::end().and(warp::get()).map(|| Box::new(warp::reply::html(PLAYGROUND_HTML)) as Box<dyn Reply>);
     let js = warp::path!("ssocket.js").and(warp::get()).map(|| {
         Box::new(warp::reply::with_header(CLIENT_JS, "content-type", "text/javascript; charset=utf-8"))
             as Box<dyn Reply>
     });
+    if !app.settings.playground {
+        if app.settings.static_folder.is_some() {
+            return js.boxed();
+        }
+        return warp::any().and_then(|| async { Err::<Box<dyn Reply>, _>(warp::reject::not_found()) }).boxed();
+    }
+    // With a staticFolder, `/` is the app's own page and the playground
+    // moves aside.
+    let at = match app.settings.static_folder {
+        Some(_) => warp::path("playground").and(warp::path::end()).boxed(),
+        None => warp::path::end().boxed(),
+    };
+    let page = at.and(warp::get()).map(|| Box::new(warp::reply::html(PLAYGROUND_HTML)) as Box<dyn Reply>);
     let plugs_app = app.clone();
     let api = warp::path!("api" / "plugs")
         .and(warp::get())

@@ -200,6 +200,8 @@ struct Shared {
     listener: std::sync::OnceLock<RoomListener>,
     /// The other nodes, when there are any (`cluster.redis`).
     backplane: std::sync::OnceLock<Arc<dyn Backplane>>,
+    /// Counts slow clients cut off (`/metrics`).
+    cutoffs: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 /// What crosses nodes. The hub calls the first group as its own table
@@ -337,8 +339,19 @@ impl Hub {
             queue_limit: limit,
             listener: std::sync::OnceLock::new(),
             backplane: std::sync::OnceLock::new(),
+            cutoffs: std::sync::OnceLock::new(),
         };
         Hub { shared: Arc::new(shared) }
+    }
+
+    /// Count slow clients cut off in `counter` (set once).
+    pub fn count_cutoffs_in(&self, counter: prometheus_client::metrics::counter::Counter) {
+        let _ = self.shared.cutoffs.set(counter);
+    }
+
+    /// Bytes queued for this node's clients and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().clients.values().map(|e| e.queued.load(Ordering::Relaxed)).sum()
     }
 
     /// Number clients from `base` on (`node × 2^32` with several nodes, so
@@ -575,6 +588,9 @@ impl Hub {
     fn drop_slow(&self, id: ClientId) {
         let Some((client, left)) = self.lock().take(id) else { return };
         tracing::warn!(client = id, "disconnecting a slow client: its outbound queue is full");
+        if let Some(cutoffs) = self.shared.cutoffs.get() {
+            cutoffs.inc();
+        }
         client.handle.cancel().cancel();
         client.kill.fire(CLOSE_SLOW_CONSUMER, "outbound queue full: the client is not reading");
         drop(client);

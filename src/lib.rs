@@ -24,7 +24,9 @@
 //!   callbacks.
 //! - [`timers`]: INIT's `server.every` / `server.after` timers.
 //! - [`logs`]: console logging and the in-memory ring of recent entries.
-//! - [`metrics`]: the periodic memory/connections report.
+//! - [`metrics`]: the counters of `/metrics` and the periodic memory report.
+//! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`files`]: `staticFolder`, an app's own files at `/`.
 //! - [`offload`]: blocking code waiting on a future of our own runtimes.
 //! - [`connection`]: one client's socket: reader loop and writer task.
 //! - [`listener`]: the accept loop (TCP_NODELAY, optional TLS handshake).
@@ -50,6 +52,7 @@ pub mod config;
 pub mod connection;
 pub mod egress;
 pub mod errors;
+pub mod files;
 pub mod http;
 pub mod hub;
 pub mod init;
@@ -57,6 +60,7 @@ pub mod listener;
 pub mod logs;
 pub mod metrics;
 pub mod offload;
+pub mod ops;
 pub mod plugs;
 pub mod protocol;
 pub mod server;

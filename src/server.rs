@@ -46,10 +46,18 @@ async fn wait_until(deadline: Duration, done: impl Fn() -> bool) -> bool {
     .is_ok()
 }
 
-/// The WebSocket endpoint at `/`, the HTTP API of [`crate::api`], then
-/// the plain HTTP routes of [`crate::http`].
+/// The WebSocket endpoint at `/`, the HTTP API of [`crate::api`], the
+/// operators' routes of [`crate::ops`], the playground's of
+/// [`crate::http`], then the `staticFolder`'s files ([`crate::files`]).
 pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
-    crate::upgrade::route(app.clone()).or(crate::api::routes(app.clone())).or(crate::http::routes(app))
+    let files = crate::files::routes(app.settings.static_folder.clone()).unwrap_or_else(|| {
+        warp::any().and_then(|| async { Err::<Box<dyn warp::Reply>, _>(warp::reject::not_found()) }).boxed()
+    });
+    crate::upgrade::route(app.clone())
+        .or(crate::api::routes(app.clone()))
+        .or(crate::ops::routes(app.clone()))
+        .or(crate::http::routes(app))
+        .or(files)
 }
 
 /// Serve on `listener` until `shutdown` resolves; then stop accepting, let
@@ -57,6 +65,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = wa
 /// shutdown does not cover upgraded WebSockets, so [`drain`] does).
 pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) {
     let metrics = app.settings.memory_metrics_on.then(|| tokio::spawn(crate::metrics::run(app.clone())));
+    app.begin_serving();
     crate::listener::serve(listener, app.tls.clone(), app.clone(), shutdown).await;
     drain(&app).await;
     if let Some(task) = metrics {

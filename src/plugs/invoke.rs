@@ -210,6 +210,7 @@ impl Invocation {
         if let (true, Sender::Client(client)) = (self.ends, &self.sender) {
             if !self.cancel.is_cancelled() {
                 let end = crate::plugs::router::end_bytes(&self.event);
+                self.router.metrics().sent(&end);
                 let _ = self.router.hub().send_waiting(client.id(), end, || self.pause());
             }
         }
@@ -403,6 +404,7 @@ impl Invocation {
         }
         match self.router.hub().backplane() {
             Some(backplane) => {
+                self.router.metrics().sent(&bytes);
                 self.wait(|_, _| backplane.send_to(id, &bytes)).map_err(|e| cluster_error("send_to", e, pos))
             }
             None => Ok(false),
@@ -442,6 +444,7 @@ impl Invocation {
 /// Run every handler of `plug` for `msg`. Failures become an ERROR reply to
 /// the sender; a disconnect just ends the run.
 pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: Request) {
+    let started = Instant::now();
     let mut map = Map::new();
     map.insert("event".into(), msg.event.into());
     if let Some(tag) = msg.tag {
@@ -481,6 +484,7 @@ pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: Request) {
             break;
         }
     }
+    plug.metrics.seconds.observe(started.elapsed().as_secs_f64());
     inv.finish();
 }
 

@@ -67,7 +67,7 @@ impl Plugs {
     pub fn new(settings: &Settings, hub: Hub, services: &host::Services) -> Plugs {
         let resolver = Arc::new(modules::PlugResolver::new(settings.plugs_folder.clone()));
         let engine = Arc::new(engine::build(resolver.clone(), &settings.limits, services));
-        let registry = Arc::new(Registry::new(engine.clone(), resolver, settings));
+        let registry = Arc::new(Registry::new(engine.clone(), resolver, settings, services.metrics.clone()));
         // Building a current-thread runtime starts no threads; it fails only
         // if the OS refuses basic resources, when nothing could run anyway.
         let pool = Arc::new(pool::PlugPool::new(&settings.limits).expect("the plug thread pool starts"));
@@ -80,7 +80,7 @@ impl Plugs {
             slots: Arc::new(tokio::sync::Semaphore::new(settings.limits.max_in_flight)),
             in_flight: Arc::new(AtomicUsize::new(0)),
             registry,
-            router: Router::new(hub, settings.exclude_sender_on_broadcast),
+            router: Router::new(hub, settings.exclude_sender_on_broadcast, services.metrics.clone()),
             call_limit: settings.limits.outbound_queue_bytes,
         }
     }
@@ -167,8 +167,12 @@ impl Plugs {
         // Replies, ERROR and NOT_FOUND carry the event as sent, tag included.
         let (event, tagged) = (msg.reply_event(), msg.tag.is_some());
         let plug = match self.lookup(&msg.event).await {
-            Lookup::Found(plug) => plug,
+            Lookup::Found(plug) => {
+                plug.metrics.messages.inc();
+                plug
+            }
             Lookup::NotFound => {
+                self.router.metrics().not_found();
                 self.router.not_found(client.id(), &event);
                 if tagged {
                     self.router.end(client.id(), &event);
@@ -176,6 +180,7 @@ impl Plugs {
                 return;
             }
             Lookup::Broken(err) => {
+                self.router.metrics().plug(&msg.event).messages.inc();
                 self.router.error(client.id(), &event, err.to_reply());
                 if tagged {
                     self.router.end(client.id(), &event);
@@ -213,10 +218,20 @@ impl Plugs {
     /// server-wide slot like any message, runs under the same limits, and
     /// stops if the returned future is dropped (the HTTP client went away).
     pub async fn call(&self, request: Request) -> CallOutcome {
+        let metrics = self.router.metrics();
         let plug = match self.lookup(&request.event).await {
-            Lookup::Found(plug) => plug,
-            Lookup::NotFound => return CallOutcome::NotFound,
-            Lookup::Broken(err) => return CallOutcome::Failed(err.to_reply()),
+            Lookup::Found(plug) => {
+                plug.metrics.messages.inc();
+                plug
+            }
+            Lookup::NotFound => {
+                metrics.not_found();
+                return CallOutcome::NotFound;
+            }
+            Lookup::Broken(err) => {
+                metrics.plug(&request.event).messages.inc();
+                return CallOutcome::Failed(err.to_reply());
+            }
         };
         let raw = Bytes::new();
         let sink = Arc::new(CallSink::new(self.call_limit));

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::config::Settings;
 use crate::errors::ErrorCode;
+use crate::metrics::{Metrics, PlugMetrics};
 use crate::plugs::engine;
 use crate::plugs::modules::{self, Deps, PlugResolver};
 
@@ -39,6 +40,8 @@ pub struct Plug {
     /// ran past the inline budget: its later runs go to the plug threads
     /// instead of running inline (see `plugs::invoke`).
     pub slow: std::sync::atomic::AtomicBool,
+    /// Its message counter and run-time histogram (`/metrics`).
+    pub metrics: PlugMetrics,
 }
 
 /// Why a plug could not be loaded. Shown in the log, and to a client that
@@ -112,6 +115,8 @@ pub struct Registry {
     /// Read on every message, written on (re)load: a read-write lock, never
     /// held across an `.await`, a compile or a script run.
     plugs: RwLock<HashMap<String, Entry>>,
+    /// Reloads and compile errors; each plug's handles.
+    metrics: Arc<Metrics>,
 }
 
 /// What a path in the plugs folder is.
@@ -124,7 +129,12 @@ pub enum PathKind {
 }
 
 impl Registry {
-    pub fn new(engine: Arc<Engine>, resolver: Arc<PlugResolver>, settings: &Settings) -> Registry {
+    pub fn new(
+        engine: Arc<Engine>,
+        resolver: Arc<PlugResolver>,
+        settings: &Settings,
+        metrics: Arc<Metrics>,
+    ) -> Registry {
         Registry {
             engine,
             resolver,
@@ -134,7 +144,13 @@ impl Registry {
             compile_timeout: (settings.limits.timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(settings.limits.timeout_ms)),
             plugs: RwLock::new(HashMap::default()),
+            metrics,
         }
+    }
+
+    /// The counters (`/metrics`).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn folder(&self) -> &Path {
@@ -298,6 +314,7 @@ impl Registry {
             _ => None,
         };
         let entry = self.compile_entry(name, path, previous);
+        self.metrics.reloads.inc();
         if let Entry::Ready { last_error: None, .. } = &entry {
             tracing::info!("loaded plug `{name}` from {}", path.display());
         }
@@ -348,6 +365,7 @@ impl Registry {
         match self.compile(name, path) {
             Ok(plug) => Entry::Ready { plug: Arc::new(plug), last_error: None },
             Err(error) => {
+                self.metrics.compile_errors.inc();
                 tracing::error!("{error}");
                 match previous {
                     Some(plug) => {
@@ -404,6 +422,7 @@ impl Registry {
             handlers,
             imports,
             loaded_at: SystemTime::now(),
+            metrics: self.metrics.plug(name),
         })
     }
 
@@ -565,7 +584,7 @@ mod tests {
         let mut s = Settings::load(None, &[], &[]).unwrap();
         s.plugs_folder = PathBuf::from("/p");
         let resolver = Arc::new(PlugResolver::new(s.plugs_folder.clone()));
-        let reg = Registry::new(Arc::new(Engine::new()), resolver, &s);
+        let reg = Registry::new(Arc::new(Engine::new()), resolver, &s, Arc::new(Metrics::new()));
         assert_eq!(reg.classify(Path::new("/p/a/b.rhai")), PathKind::Plug("a/b".into()));
         assert_eq!(reg.classify(Path::new("/p/_lib/g.rhai")), PathKind::Module("_lib/g".into()));
         assert_eq!(reg.classify(Path::new("/p/a/_g.rhai")), PathKind::Module("a/_g".into()));

@@ -10,9 +10,12 @@ use bytes::Bytes;
 use rhai::{Dynamic, ImmutableString, Map};
 use serde_json::json;
 
+use std::sync::Arc;
+
 use crate::cluster::ClusterError;
 use crate::errors::ErrorCode;
 use crate::hub::{Audience, ClientId, Hub};
+use crate::metrics::Metrics;
 use crate::protocol::{encode_parts, sync, EventType, ProtocolError, HEADER_LEN};
 
 /// A reply a plug produced, checked and encoded: the payload's JSON is
@@ -202,6 +205,8 @@ pub type SyncBase = Bytes;
 pub struct Router {
     hub: Hub,
     exclude_sender: bool,
+    /// Replies by type, ERRORs by code.
+    metrics: Arc<Metrics>,
 }
 
 /// The sender is gone: the plug should stop.
@@ -218,8 +223,12 @@ pub enum RouteError {
 }
 
 impl Router {
-    pub fn new(hub: Hub, exclude_sender: bool) -> Router {
-        Router { hub, exclude_sender }
+    pub fn new(hub: Hub, exclude_sender: bool, metrics: Arc<Metrics>) -> Router {
+        Router { hub, exclude_sender, metrics }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     pub fn hub(&self) -> &Hub {
@@ -250,6 +259,7 @@ impl Router {
             }
             _ => reply.encode(),
         };
+        self.metrics.sent(&bytes);
         self.hub.send_waiting(sender, bytes, pause).map_err(|_| RouteError::Gone)
     }
 
@@ -287,6 +297,7 @@ impl Router {
         pause: impl FnMut() -> bool,
     ) -> Result<usize, ClusterError> {
         let except = self.exclude_sender.then_some(sender);
+        self.metrics.sent(&bytes);
         let shared = self.hub.backplane().map(|b| b.share(to, except, &bytes));
         let queued = self.hub.fan_out_waiting(to, bytes, except, pause);
         shared.unwrap_or(Ok(())).map(|()| queued)
@@ -297,10 +308,12 @@ impl Router {
     /// may be another node's).
     pub fn send_to_local(&self, id: ClientId, bytes: Bytes, pause: impl FnMut() -> bool) -> Option<bool> {
         self.hub.handle(id)?;
+        self.metrics.sent(&bytes);
         Some(self.hub.send_to_waiting(id, bytes, pause))
     }
 
     pub fn to_client(&self, id: ClientId, bytes: Bytes) -> Result<(), Gone> {
+        self.metrics.sent(&bytes);
         if self.hub.send_to(id, bytes) {
             Ok(())
         } else {
@@ -323,6 +336,7 @@ impl Router {
 
     /// Send an ERROR whose payload is the given JSON object.
     pub fn error(&self, client: ClientId, event: &str, payload: serde_json::Value) {
+        self.metrics.error(payload.get("error").and_then(|c| c.as_str()).unwrap_or_default());
         let _ = self.to_client(client, error_from_value(event, &payload));
     }
 }
@@ -408,7 +422,7 @@ mod tests {
     fn sync_replies_chain_their_base() {
         let hub = Hub::new();
         let client = hub.register();
-        let router = Router::new(hub, true);
+        let router = Router::new(hub, true, Arc::new(Metrics::new()));
         let request = Bytes::from_static(b"\0\0\0\x0a\x00\x04sync");
         let mut base = request.clone();
         let r =

@@ -49,6 +49,8 @@ pub struct Services {
     pub egress: Arc<crate::egress::Egress>,
     /// `limits.roomsPerClient`.
     pub rooms_per_client: usize,
+    /// The server's counters (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Services {
@@ -67,11 +69,13 @@ impl Services {
             Some(cluster) => Arc::new(crate::store::redis::RedisStore::new(cluster.clone())),
             None => Arc::new(crate::store::memory::MemoryStore::new(settings.store.max_bytes)),
         };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         Ok(Services {
             store,
             conn_state_bytes: settings.limits.conn_state_bytes,
-            egress: Arc::new(crate::egress::Egress::new(&settings.http)?),
+            egress: Arc::new(crate::egress::Egress::new(&settings.http, metrics.clone())?),
             rooms_per_client: settings.limits.rooms_per_client,
+            metrics,
         })
     }
 }
