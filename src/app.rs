@@ -41,6 +41,8 @@ pub struct App {
     draining: Arc<AtomicBool>,
     /// Set once the server serves (and cleared when it drains): `/readyz`.
     serving: Arc<AtomicBool>,
+    /// Where it listens, once it does (INIT's `server.address()`).
+    address: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
     /// Live reload runs while this lives. A mutex only to make it `Sync`.
     _watcher: Option<Arc<Mutex<Watcher>>>,
 }
@@ -98,7 +100,8 @@ impl App {
         timers.count_skips_in(services.metrics.timer_ticks_skipped.clone());
         // Any error from here on drops this, and the timers INIT started stop.
         let _stop_timers = Arc::new(StopTimers(timers.clone()));
-        let init = init::run_if_present(&settings.init_file, &plugs, &hub, &timers)?;
+        let address = Arc::new(std::sync::OnceLock::new());
+        let init = init::run_if_present(&settings.init_file, &plugs, &hub, &timers, &address)?;
         if let Some(script) = &init {
             // Weak: the hub must not keep INIT (and through it the hub) alive.
             let script = Arc::downgrade(script);
@@ -135,6 +138,7 @@ impl App {
             _stop_timers,
             draining,
             serving: Arc::new(AtomicBool::new(false)),
+            address,
             _watcher: watcher,
         })
     }
@@ -163,8 +167,11 @@ impl App {
         }
     }
 
-    /// The listener is serving: ready for traffic.
-    pub fn begin_serving(&self) {
+    /// The listener is serving on `address`: ready for traffic.
+    pub fn begin_serving(&self, address: Option<std::net::SocketAddr>) {
+        if let Some(address) = address {
+            let _ = self.address.set(address);
+        }
         self.serving.store(true, Ordering::SeqCst);
     }
 

@@ -50,6 +50,7 @@ pub fn run_if_present(
     plugs: &Plugs,
     hub: &Hub,
     timers: &Timers,
+    address: &Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 ) -> Result<Option<Arc<InitScript>>, InitError> {
     if !path.exists() {
         return Ok(None);
@@ -68,7 +69,8 @@ pub fn run_if_present(
     // Top-level statements (imports, constants) run once, here.
     engine.run_ast(&ast).map_err(|e| fail(format!("failed: {e}")))?;
     let hooks = Arc::new(Hooks::default());
-    let handle = ServerHandle { hooks: hooks.clone(), hub: hub.clone(), timers: timers.clone() };
+    let handle =
+        ServerHandle { hooks: hooks.clone(), hub: hub.clone(), timers: timers.clone(), address: address.clone() };
     let inv = plugs.init_invocation();
     let _ = invoke::call_function(&engine, &ast, &inv, "INIT", vec![Dynamic::from(handle)])
         .map_err(|e| fail(format!("INIT failed: {}", failure("INIT", &e))))?;

@@ -65,7 +65,7 @@ pub fn routes(app: App) -> impl Filter<Extract = (impl warp::Reply,), Error = wa
 /// shutdown does not cover upgraded WebSockets, so [`drain`] does).
 pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output = ()> + Send + 'static) {
     let metrics = app.settings.memory_metrics_on.then(|| tokio::spawn(crate::metrics::run(app.clone())));
-    app.begin_serving();
+    app.begin_serving(listener.local_addr().ok());
     crate::listener::serve(listener, app.tls.clone(), app.clone(), shutdown).await;
     drain(&app).await;
     if let Some(task) = metrics {

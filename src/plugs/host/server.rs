@@ -33,6 +33,8 @@ pub struct ServerHandle {
     pub hooks: Arc<Hooks>,
     pub hub: Hub,
     pub timers: Timers,
+    /// Where the server listens, once it does (`server.address()`).
+    pub address: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
 }
 
 /// Register the `Server` type and its methods on the engine.
@@ -64,6 +66,9 @@ pub fn register(engine: &mut Engine) {
         })
         .register_fn("after", |ctx: NativeCallContext, s: &mut ServerHandle, ms: i64, f: FnPtr| {
             add_timer(&ctx, s, "after", ms, false, f)
+        })
+        .register_fn("address", |s: &mut ServerHandle| -> Dynamic {
+            s.address.get().map_or(Dynamic::UNIT, |a| Dynamic::from(a.to_string()))
         })
         .register_fn("cancel", |s: &mut ServerHandle, id: i64| -> bool {
             u64::try_from(id).is_ok_and(|id| s.timers.cancel(id))
