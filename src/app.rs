@@ -73,6 +73,12 @@ impl App {
         if !folder.is_dir() {
             return Err(StartError::NoPlugsFolder(folder.display().to_string()));
         }
+        if let Some(files) = settings.static_folder.as_ref().filter(|f| !f.is_dir()) {
+            return Err(StartError::Config(format!(
+                "staticFolder {} is not a folder: create it, or leave staticFolder empty to serve no files",
+                files.display()
+            )));
+        }
         let tls = if settings.secure {
             Some(
                 crate::tls::load(&settings.tls.cert_file, &settings.tls.key_file)

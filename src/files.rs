@@ -16,14 +16,15 @@ pub fn routes(folder: Option<PathBuf>) -> Option<BoxedFilter<(Box<dyn Reply>,)>>
     let folder = folder?;
     let root = Arc::new(folder.canonicalize().unwrap_or_else(|_| folder.clone()));
     let check = root.clone();
-    let inside = warp::path::tail()
-        .and_then(move |tail: warp::path::Tail| {
+    // `peek`, not `tail`: the file server must still see the path.
+    let inside = warp::path::peek()
+        .and_then(move |tail: warp::path::Peek| {
             let root = check.clone();
             async move {
-                if stays_inside(&root, tail.as_str()) {
+                if reachable(&root, tail.as_str()) {
                     Ok(())
                 } else {
-                    tracing::debug!("static: refused {:?}: it leaves staticFolder", tail.as_str());
+                    tracing::debug!("static: {:?} is not a file inside staticFolder", tail.as_str());
                     Err(warp::reject::not_found())
                 }
             }
@@ -34,10 +35,12 @@ pub fn routes(folder: Option<PathBuf>) -> Option<BoxedFilter<(Box<dyn Reply>,)>>
     Some(files.boxed())
 }
 
-/// Whether URL path `tail` names something inside `root` (canonical):
-/// no `..`, `.` or backslash segments once percent-decoded, and if it
-/// exists, its real path (symlinks resolved) is below `root`.
-pub fn stays_inside(root: &Path, tail: &str) -> bool {
+/// Whether URL path `tail` names something that exists inside `root`
+/// (canonical): no `..`, `.` or backslash segments once percent-decoded,
+/// and its real path (symlinks resolved) below `root`. Anything else is a
+/// 404, including a path through a file (`/style.css/x`), which the file
+/// server alone would answer with a 500.
+pub fn reachable(root: &Path, tail: &str) -> bool {
     let Ok(decoded) = percent_encoding::percent_decode_str(tail).decode_utf8() else { return false };
     let mut path = root.to_path_buf();
     for segment in decoded.split('/').filter(|s| !s.is_empty()) {
@@ -51,7 +54,7 @@ pub fn stays_inside(root: &Path, tail: &str) -> bool {
     }
     match path.canonicalize() {
         Ok(real) => real.starts_with(root),
-        Err(_) => true, // missing: the file server answers 404
+        Err(_) => false,
     }
 }
 
@@ -69,15 +72,17 @@ mod tests {
         std::fs::write(outside.path().join("secret"), "s").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
-        assert!(stays_inside(&root, "sub/a.txt"));
-        assert!(stays_inside(&root, ""));
-        assert!(stays_inside(&root, "missing.html"));
+        assert!(reachable(&root, "sub/a.txt"));
+        assert!(reachable(&root, ""));
+        assert!(reachable(&root, "sub/"));
+        assert!(!reachable(&root, "missing.html"));
+        assert!(!reachable(&root, "sub/a.txt/x"), "a path through a file");
         for bad in
             ["../etc/passwd", "sub/../../x", "%2e%2e/x", "%2E%2E%2fx", "sub/%2e%2e/%2e%2e/x", ".", "a\\..\\b", "%00"]
         {
-            assert!(!stays_inside(&root, bad), "{bad}");
+            assert!(!reachable(&root, bad), "{bad}");
         }
         #[cfg(unix)]
-        assert!(!stays_inside(&root, "escape/secret"), "a symlink out of the folder");
+        assert!(!reachable(&root, "escape/secret"), "a symlink out of the folder");
     }
 }

@@ -664,6 +664,28 @@ async fn publish(node: &Node, body: Value) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")))
 }
 
+/// `GET path` on a node: the status and the body.
+async fn http_get(node: &Node, path: &str) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder().no_proxy().build().expect("http client");
+    let resp = http.get(format!("http://{}{path}", node.addr)).send();
+    let resp = tokio::time::timeout(Duration::from_secs(10), resp).await.expect("an answer in time").expect("sent");
+    (resp.status().as_u16(), resp.text().await.expect("a body"))
+}
+
+/// Poll `/readyz` until it answers `status` (up to [`SETTLE`]).
+async fn wait_ready(node: &Node, status: u16, who: &str) -> String {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let (got, body) = http_get(node, "/readyz").await;
+        if got == status {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "node {who}: /readyz stays {got} {body}, {status} wanted");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 /// The node part of a client id (`node × 2^32 + n`).
 fn node_part(id: u64) -> u64 {
     id >> 32
@@ -1472,6 +1494,8 @@ async fn redis_killed_then_restarted_local_delivery_goes_on_and_cross_node_deliv
     settle(&mut [(0, &mut a1), (0, &mut a2), (1, &mut b1), (1, &mut b2), (1, &mut gone)]).await;
     wait_clients(&mut a1, &[a1_id, a2_id, b1_id, b2_id, gone_id], SETTLE).await;
     assert_eq!(ok(&mut a1, "st", json!({"op": "incr", "key": "before"})).await, json!(1));
+    wait_ready(&nodes[0], 200, "A").await;
+    assert!(http_get(&nodes[0], "/metrics").await.1.contains("\nssocket_redis_up 1\n"));
 
     redis.kill();
     // store:: fails with a catchable store_unavailable on both nodes (once
@@ -1488,6 +1512,14 @@ async fn redis_killed_then_restarted_local_delivery_goes_on_and_cross_node_deliv
         }
     }
     assert_eq!(err(&mut a1, "st", json!({"op": "incr", "key": "before"})).await, "store_unavailable");
+    // Load balancers hear it; the process is alive all the same.
+    for (who, node) in [("A", &nodes[0]), ("B", &nodes[1])] {
+        let body = wait_ready(node, 503, who).await;
+        let body: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(body, json!({"status": "unavailable", "reason": "Redis is unavailable"}));
+        assert_eq!(http_get(node, "/healthz").await.0, 200);
+        assert!(http_get(node, "/metrics").await.1.contains("\nssocket_redis_up 0\n"), "node {who}");
+    }
     // clients(), members and presence cannot ask the other nodes.
     assert_eq!(err(&mut a1, "clients", json!({})).await, "cluster_unavailable");
     assert_eq!(err(&mut b2, "room_info", json!({"room": "r"})).await, "cluster_unavailable");
@@ -1535,6 +1567,8 @@ async fn redis_killed_then_restarted_local_delivery_goes_on_and_cross_node_deliv
     let everyone = [a1_id, a2_id, b1_id, b2_id, late_id];
     wait_clients(&mut a1, &everyone, SETTLE).await;
     wait_clients(&mut b2, &everyone, SETTLE).await;
+    wait_ready(&nodes[0], 200, "A").await;
+    wait_ready(&nodes[1], 200, "B").await;
     poll(&mut a1, "room_info", json!({"room": "r"}), SETTLE, "A sees b1 in r again", |v| {
         ids(&v["members"]) == vec![b1_id]
     })
@@ -1606,6 +1640,7 @@ async fn nodes_start_without_redis_serve_locally_and_join_up_once_it_appears() {
     let (mut a1, a1_id) = join_node(&nodes[0]).await;
     let (mut a2, a2_id) = join_node(&nodes[0]).await;
     let (mut b1, b1_id) = join_node(&nodes[1]).await;
+    assert_eq!(http_get(&nodes[0], "/readyz").await.0, 503, "not ready without Redis");
     let all = sorted(vec![a1_id, a2_id, b1_id]);
     assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 3, "distinct ids: {all:?}");
     assert!(all.iter().all(|id| *id < 1 << 53), "ids below 2^53: {all:?}");
@@ -1625,6 +1660,7 @@ async fn nodes_start_without_redis_serve_locally_and_join_up_once_it_appears() {
     // Redis starts: the nodes find it and each other.
     let _redis = Redis::start_on(port).expect("Redis starts on the port the nodes were given");
     settle(&mut [(0, &mut a1), (0, &mut a2), (1, &mut b1)]).await;
+    wait_ready(&nodes[0], 200, "A").await;
     wait_clients(&mut a1, &all, SETTLE).await;
     wait_clients(&mut b1, &all, SETTLE).await;
     a1.send("bcast", json!({"n": "together"})).await;

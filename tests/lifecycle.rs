@@ -694,6 +694,53 @@ async fn rust_log_wins_over_log_level() {
     assert!(!p.stderr().contains("listening on"), "RUST_LOG=error hides info lines:\n{}", p.stderr());
 }
 
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line() {
+    let dir = workdir();
+    std::fs::write(
+        dir.path().join("plugs/say.rhai"),
+        "fn say(msg, yield_msg) { print(`said \"${msg.payload}\"`); yield_msg(#{ payload: 1 }); }",
+    )
+    .expect("write plug");
+    let args = [&LOOPBACK[..], &["--logFormat", "json", "--logLevel", "1"]].concat();
+    let mut p = Proc::spawn(ssocket(dir.path(), &args));
+    let mut c = Client::connect(&p.url()).await;
+    assert_eq!(c.request("say", json!("hi")).await.payload, json!(1));
+    c.close().await;
+    assert!(p.wait_stderr(START_TIMEOUT, |s| s.contains("\"disconnected\"")), "a disconnect line:\n{}", p.stderr());
+    let lines: Vec<serde_json::Value> = p
+        .stderr()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    for line in &lines {
+        for key in ["time", "level", "target", "message"] {
+            assert!(line[key].is_string(), "{key} in {line}");
+        }
+        assert!(["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&line["level"].as_str().unwrap()), "{line}");
+    }
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"].as_str().is_some_and(|m| m.contains(message)))
+            .unwrap_or_else(|| panic!("no line saying {message:?} in {lines:#?}"))
+            .clone()
+    };
+    assert_eq!(find("listening on ws://")["level"], json!("INFO"));
+    let connected = find("connected");
+    assert!(connected["client"].is_u64(), "the client id is a field: {connected}");
+    let said = find("said \"hi\"");
+    assert_eq!((said["plug"].as_str(), said["target"].as_str()), (Some("say"), Some("ssocket::plug")), "{said}");
+    assert_eq!(said["client"], connected["client"], "{said}");
+}
+
+#[test]
+fn an_unknown_log_format_is_refused_naming_the_choices() {
+    let dir = workdir();
+    let err = config_error(ssocket(dir.path(), &["--logFormat", "xml"]));
+    assert_contains(&err, &["logFormat", "xml", "text", "json"]);
+}
+
 // ------------------------------------------------------ 7 memory metrics
 
 /// The `memory:` lines of `stderr`.

@@ -86,8 +86,9 @@ pub struct Metrics {
     egress: Family<StatusLabel, Counter>,
     in_flight: Gauge,
     rss: Gauge,
-    redis_up: Gauge,
-    cluster_dropped: Counter,
+    /// With `cluster.redis` only: a single node has no Redis to be down.
+    redis_up: Option<Gauge>,
+    cluster_dropped: Option<Counter>,
     /// The cluster's dropped count at the last scrape, to add the rest.
     cluster_dropped_seen: AtomicU64,
     /// Encoding at most one scrape at a time.
@@ -110,7 +111,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The series of a single node.
     pub fn new() -> Metrics {
+        Metrics::build(false)
+    }
+
+    /// The series of a node of a cluster: also Redis's state.
+    pub fn for_cluster() -> Metrics {
+        Metrics::build(true)
+    }
+
+    fn build(cluster: bool) -> Metrics {
         let mut registry = Registry::with_prefix("ssocket");
         let connections = Gauge::default();
         registry.register("connections", "Clients connected now", connections.clone());
@@ -165,9 +176,10 @@ impl Metrics {
         );
         let in_flight = gauge(&mut registry, "plugs_in_flight", "Plug invocations running now");
         let rss = gauge(&mut registry, "resident_memory_bytes", "Resident memory of the process");
-        let redis_up = gauge(&mut registry, "redis_up", "With cluster.redis: 1 while Redis answers, else 0");
-        let cluster_dropped =
-            counter(&mut registry, "cluster_dropped", "Cross-node messages dropped while Redis was unavailable");
+        let redis_up = cluster.then(|| gauge(&mut registry, "redis_up", "1 while Redis answers, else 0"));
+        let cluster_dropped = cluster.then(|| {
+            counter(&mut registry, "cluster_dropped", "Cross-node messages dropped while Redis was unavailable")
+        });
         for code in ErrorCode::ALL {
             let _ = errors.get_or_create(&CodeLabel { code: code.as_str().into() });
         }
@@ -243,9 +255,11 @@ impl Metrics {
         self.in_flight.set(now.in_flight as i64);
         self.rss.set(rss_bytes().unwrap_or(0) as i64);
         if let Some((up, dropped)) = now.cluster {
-            self.redis_up.set(i64::from(up));
             let seen = self.cluster_dropped_seen.swap(dropped, Ordering::SeqCst);
-            self.cluster_dropped.inc_by(dropped.saturating_sub(seen));
+            if let (Some(redis_up), Some(cluster_dropped)) = (&self.redis_up, &self.cluster_dropped) {
+                redis_up.set(i64::from(up));
+                cluster_dropped.inc_by(dropped.saturating_sub(seen));
+            }
         }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
@@ -297,10 +311,15 @@ mod tests {
 
     #[test]
     fn cluster_drops_add_up_across_scrapes() {
-        let m = Metrics::new();
+        let m = Metrics::for_cluster();
         m.encode(Snapshot { connections: 0, queued_bytes: 0, in_flight: 0, cluster: Some((false, 5)) });
         let text = m.encode(Snapshot { connections: 0, queued_bytes: 0, in_flight: 0, cluster: Some((true, 7)) });
         assert!(text.contains("ssocket_cluster_dropped_total 7"), "{text}");
         assert!(text.contains("ssocket_redis_up 1"), "{text}");
+        let single = scrape(&Metrics::new());
+        assert!(
+            !single.contains("redis_up") && !single.contains("cluster_dropped"),
+            "a single node has no Redis: {single}"
+        );
     }
 }

@@ -69,7 +69,10 @@ impl Services {
             Some(cluster) => Arc::new(crate::store::redis::RedisStore::new(cluster.clone())),
             None => Arc::new(crate::store::memory::MemoryStore::new(settings.store.max_bytes)),
         };
-        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let metrics = Arc::new(match cluster {
+            Some(_) => crate::metrics::Metrics::for_cluster(),
+            None => crate::metrics::Metrics::new(),
+        });
         Ok(Services {
             store,
             conn_state_bytes: settings.limits.conn_state_bytes,
