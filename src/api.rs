@@ -245,6 +245,11 @@ impl Publish {
         if let Some(unknown) = fields.keys().next() {
             return Err(format!("unknown field `{unknown}`; the fields are event, payload, type, to"));
         }
+        if event_type == EventType::SYNC {
+            return Err("`type` 3 (SYNC) is a difference against the receiver's previous message, which a publish \
+                        has not: publish the whole payload as MESSAGE (0) or BROADCAST (1)"
+                .into());
+        }
         Ok(Publish { event, payload, event_type, to })
     }
 }
@@ -331,6 +336,7 @@ mod tests {
             (json!({"event": "e", "to": {"room": ""}}), "cannot be empty"),
             (json!({"event": "e", "to": {"room": "r", "x": 1}}), "`to` must be"),
             (json!({"event": "e", "type": 256}), "`type` must be"),
+            (json!({"event": "e", "type": 3}), "SYNC"),
             (json!({"event": "e", "tpye": 1}), "unknown field `tpye`"),
         ] {
             let err = Publish::from_json(bad.clone()).unwrap_err();

@@ -101,9 +101,7 @@ impl App {
         let services = Services::new(&settings, cluster.as_ref()).map_err(|e| StartError::Config(e.to_string()))?;
         let auth = Arc::new(crate::auth::Auth::new(&settings.auth).map_err(StartError::Config)?);
         let plugs = Plugs::new(&settings, hub.clone(), &services);
-        hub.count_cutoffs_in(services.metrics.slow_client_cutoffs.clone());
         let timers = Timers::new();
-        timers.count_skips_in(services.metrics.timer_ticks_skipped.clone());
         // Any error from here on drops this, and the timers INIT started stop.
         let _stop_timers = Arc::new(StopTimers(timers.clone()));
         let address = Arc::new(std::sync::OnceLock::new());
@@ -203,6 +201,8 @@ impl App {
             connections: self.hub.len(),
             queued_bytes: self.hub.queued_bytes(),
             in_flight: self.plugs.in_flight(),
+            slow_client_cutoffs: self.hub.cutoffs(),
+            timer_ticks_skipped: self.timers.skipped(),
             cluster: self.cluster.as_ref().map(|c| (c.is_up(), c.dropped())),
         })
     }

@@ -200,8 +200,8 @@ struct Shared {
     listener: std::sync::OnceLock<RoomListener>,
     /// The other nodes, when there are any (`cluster.redis`).
     backplane: std::sync::OnceLock<Arc<dyn Backplane>>,
-    /// Counts slow clients cut off (`/metrics`).
-    cutoffs: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
+    /// Slow clients cut off (`/metrics`).
+    cutoffs: AtomicU64,
 }
 
 /// What crosses nodes. The hub calls the first group as its own table
@@ -339,14 +339,14 @@ impl Hub {
             queue_limit: limit,
             listener: std::sync::OnceLock::new(),
             backplane: std::sync::OnceLock::new(),
-            cutoffs: std::sync::OnceLock::new(),
+            cutoffs: AtomicU64::new(0),
         };
         Hub { shared: Arc::new(shared) }
     }
 
-    /// Count slow clients cut off in `counter` (set once).
-    pub fn count_cutoffs_in(&self, counter: prometheus_client::metrics::counter::Counter) {
-        let _ = self.shared.cutoffs.set(counter);
+    /// Slow clients cut off since the start.
+    pub fn cutoffs(&self) -> u64 {
+        self.shared.cutoffs.load(Ordering::Relaxed)
     }
 
     /// Bytes queued for this node's clients and not yet written.
@@ -588,9 +588,7 @@ impl Hub {
     fn drop_slow(&self, id: ClientId) {
         let Some((client, left)) = self.lock().take(id) else { return };
         tracing::warn!(client = id, "disconnecting a slow client: its outbound queue is full");
-        if let Some(cutoffs) = self.shared.cutoffs.get() {
-            cutoffs.inc();
-        }
+        self.shared.cutoffs.fetch_add(1, Ordering::Relaxed);
         client.handle.cancel().cancel();
         client.kill.fire(CLOSE_SLOW_CONSUMER, "outbound queue full: the client is not reading");
         drop(client);

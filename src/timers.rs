@@ -39,8 +39,6 @@ struct Inner {
     next_id: AtomicU64,
     /// Ticks skipped because the previous run was still going.
     skipped: AtomicU64,
-    /// The same, for `/metrics`.
-    skip_counter: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
     /// A std mutex: held for map operations only.
     state: Mutex<State>,
 }
@@ -78,11 +76,6 @@ pub enum TimerError {
 impl Timers {
     pub fn new() -> Timers {
         Timers::default()
-    }
-
-    /// Count skipped ticks in `counter` too (set once).
-    pub fn count_skips_in(&self, counter: prometheus_client::metrics::counter::Counter) {
-        let _ = self.inner.skip_counter.set(counter);
     }
 
     /// Schedule `f` every `ms` milliseconds (`repeat`) or once after `ms`.
@@ -176,9 +169,6 @@ impl Timers {
             ticks.tick().await;
             if running.swap(true, Ordering::AcqRel) {
                 self.inner.skipped.fetch_add(1, Ordering::Relaxed);
-                if let Some(counter) = self.inner.skip_counter.get() {
-                    counter.inc();
-                }
                 tracing::debug!(timer = id, "timer tick skipped: the previous run is still going");
                 continue;
             }

@@ -498,6 +498,31 @@ async fn sync_patches_rebuild_every_full_message() {
 // ---------------------------------------------------------------- 11 errors
 
 #[tokio::test]
+async fn sync_only_goes_to_the_sender_and_sent_elsewhere_is_bad_argument() {
+    // A SYNC message is a patch against the receiver's previous message of
+    // the stream; only a yield to the sender has one.
+    let plug = r#"fn elsewhere(msg, yield_msg) {
+    let m = #{ payload: #{ big: "object" }, type: EventType::SYNC };
+    let codes = [];
+    try { broadcast(m); codes.push("sent"); } catch (e) { codes.push(e.error); }
+    try { send_to(msg.client, m); codes.push("sent"); } catch (e) { codes.push(e.error); }
+    rooms::join("r");
+    try { rooms::send("r", m); codes.push("sent"); } catch (e) { codes.push(e.error); }
+    try { yield_msg(#{ payload: 1, type: EventType::SYNC, room: "r" }); codes.push("sent"); }
+    catch (e) { codes.push(e.error); }
+    yield_msg(#{ payload: codes });
+}"#;
+    let server = start_with_plugs(&[("elsewhere.rhai", plug)], |_| {}).await;
+    let mut a = server.ready_client().await;
+    let mut b = server.ready_client().await;
+    let r = a.request("elsewhere", json!({})).await;
+    assert_eq!(r.payload, json!(["bad_argument", "bad_argument", "bad_argument", "bad_argument"]));
+    b.expect_silence(Duration::from_millis(200)).await;
+    a.expect_silence(Duration::from_millis(200)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_events_and_escapes_are_not_found() {
     let server = start_examples().await;
     let mut c = server.ready_client().await;

@@ -129,6 +129,10 @@ async fn metrics_count_connections_messages_replies_errors_and_run_times_by_plug
         let r = a.request("echo", json!({ "i": i })).await;
         assert_eq!(r.payload, json!({ "i": i }));
     }
+    // A tagged request: its reply, then END.
+    a.send("echo#7", json!(0)).await;
+    assert_eq!(a.recv().await.event_type, EventType::MESSAGE);
+    assert_eq!(a.recv().await.event_type, EventType::END);
     assert_eq!(a.request("nobody", json!({})).await.event_type, EventType::NOT_FOUND);
     assert_eq!(a.request("throws", json!({})).await.payload["error"], json!("script_error"));
     assert_eq!(a.request("broken", json!({})).await.payload["error"], json!("compile_error"));
@@ -137,11 +141,12 @@ async fn metrics_count_connections_messages_replies_errors_and_run_times_by_plug
     let text = scrape(&server).await;
     assert_eq!(must(&text, "ssocket_connections"), 2.0);
     assert_eq!(must(&text, "ssocket_connections_opened_total"), 2.0);
-    assert_eq!(must(&text, r#"ssocket_messages_received_total{event="echo"}"#), 3.0);
+    assert_eq!(must(&text, r#"ssocket_messages_received_total{event="echo"}"#), 4.0);
     assert_eq!(must(&text, r#"ssocket_messages_received_total{event="throws"}"#), 1.0);
     // The ping of each ready_client, and "nobody".
     assert_eq!(must(&text, r#"ssocket_messages_received_total{event="not_found"}"#), 3.0);
-    assert_eq!(must(&text, r#"ssocket_replies_total{type="MESSAGE"}"#), 3.0);
+    assert_eq!(must(&text, r#"ssocket_replies_total{type="MESSAGE"}"#), 4.0);
+    assert_eq!(must(&text, r#"ssocket_replies_total{type="END"}"#), 1.0);
     assert_eq!(must(&text, r#"ssocket_replies_total{type="NOT_FOUND"}"#), 3.0);
     assert_eq!(must(&text, r#"ssocket_replies_total{type="ERROR"}"#), 3.0);
     assert_eq!(must(&text, r#"ssocket_errors_total{code="script_error"}"#), 1.0);
@@ -149,9 +154,9 @@ async fn metrics_count_connections_messages_replies_errors_and_run_times_by_plug
     assert_eq!(must(&text, r#"ssocket_errors_total{code="custom"}"#), 1.0);
     assert_eq!(must(&text, r#"ssocket_errors_total{code="rate_limited"}"#), 0.0, "every code is listed, at 0");
     assert!(!text.contains("my_own_code"), "a plug's own code is not a label: {text}");
-    assert_eq!(must(&text, r#"ssocket_plug_run_seconds_count{plug="echo"}"#), 3.0);
+    assert_eq!(must(&text, r#"ssocket_plug_run_seconds_count{plug="echo"}"#), 4.0);
     assert!(must(&text, r#"ssocket_plug_run_seconds_sum{plug="echo"}"#) > 0.0, "{text}");
-    assert_eq!(must(&text, r#"ssocket_plug_run_seconds_bucket{le="+Inf",plug="echo"}"#), 3.0);
+    assert_eq!(must(&text, r#"ssocket_plug_run_seconds_bucket{le="+Inf",plug="echo"}"#), 4.0);
     assert!(must(&text, "ssocket_plug_compile_errors_total") >= 1.0, "broken.rhai failed to compile: {text}");
     assert!(must(&text, "ssocket_resident_memory_bytes") > 1_000_000.0, "{text}");
     for name in [

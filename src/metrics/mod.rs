@@ -1,6 +1,6 @@
-//! Metrics (SPEC 12): counters and gauges in a Prometheus registry, served
-//! at `GET /metrics` in the OpenMetrics text format that Prometheus
-//! scrapes, and the periodic memory line (`memoryMetrics`, [`memory`]).
+//! Metrics (SPEC 12): the server's counts, served at `GET /metrics` in
+//! the OpenMetrics text format that Prometheus scrapes, and the periodic
+//! memory line (`memoryMetrics`, [`memory`]).
 //!
 //! Label values come only from what the server itself knows: plug names
 //! (the plugs folder's files), event types, error codes of
@@ -8,23 +8,28 @@
 //! counted as `not_found`, and a code a plug made up as `custom`, so no
 //! client or plug can make the series grow without bound.
 //!
-//! The hot path pays a few atomic additions: each plug keeps its own
-//! counter and histogram handles ([`PlugMetrics`], taken when it compiles),
-//! and replies are counted through a fixed table by type.
+//! Counting is on the echo path, so the counts are plain atomics kept side
+//! by side (one plug's messages and run-time histogram share two cache
+//! lines; replies by type live in this struct), not prometheus-client's
+//! metric objects: those are each their own allocation and its histogram
+//! takes a mutex, which cost the echo benchmark ~5% (BENCHMARKS.md,
+//! "Metrics"). A scrape reads the atomics into a fresh prometheus-client
+//! registry, which does the encoding.
 
 mod memory;
 
 pub use memory::{report, rss_bytes, run};
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::errors::ErrorCode;
@@ -33,73 +38,99 @@ use crate::protocol::EventType;
 /// The content type `/metrics` answers with.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EventLabel {
-    event: String,
+/// False in a build with `RUSTFLAGS="--cfg ssocket_metrics_off"`: the
+/// hot path's counting compiled out, for `bench/metrics.sh` to measure
+/// what it costs. Never set in a real build.
+const COUNTING: bool = !cfg!(ssocket_metrics_off);
+
+/// Upper bounds of the run-time buckets: 50 µs × 4^k, up to 13 s.
+const BUCKETS: usize = 10;
+const FIRST_BUCKET_NANOS: u64 = 50_000;
+
+/// A count that other parts of the server bump (`inc`) and a scrape reads.
+#[derive(Clone, Debug, Default)]
+pub struct Count(Arc<AtomicU64>);
+
+impl Count {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PlugLabel {
-    plug: String,
+/// One plug's messages and run times, kept with the compiled plug so that
+/// counting a message is an atomic addition, not a label lookup.
+#[derive(Debug, Default)]
+pub struct PlugStats {
+    messages: AtomicU64,
+    nanos: AtomicU64,
+    /// Runs per bucket (not cumulative); the last is "over 13 s".
+    buckets: [AtomicU64; BUCKETS + 1],
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct TypeLabel {
-    r#type: String,
+/// What a plug holds: its stats, shared with the scrape.
+pub type PlugMetrics = Arc<PlugStats>;
+
+impl PlugStats {
+    /// A message for this plug arrived.
+    pub fn message(&self) {
+        if !COUNTING {
+            return;
+        }
+        self.messages.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One run of the plug took `took`.
+    pub fn ran(&self, took: Duration) {
+        if !COUNTING {
+            return;
+        }
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.buckets[bucket(nanos)].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CodeLabel {
-    code: String,
+/// The bucket of a run of `nanos`: the first whose bound it does not pass.
+fn bucket(nanos: u64) -> usize {
+    let mut bound = FIRST_BUCKET_NANOS;
+    for i in 0..BUCKETS {
+        if nanos <= bound {
+            return i;
+        }
+        bound *= 4;
+    }
+    BUCKETS
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabel {
-    status: String,
-}
-
-/// One plug's handles, kept with the compiled plug so counting a message
-/// is an atomic addition, not a label lookup.
-#[derive(Clone, Debug)]
-pub struct PlugMetrics {
-    pub messages: Counter,
-    pub seconds: Histogram,
-}
-
-/// Every series the server exports. Cheap to share (`Arc`).
+/// Every count the server exports. Cheap to share (`Arc`).
+#[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
-    connections: Gauge,
-    pub connections_total: Counter,
-    messages: Family<EventLabel, Counter>,
-    not_found: Counter,
-    replies: Vec<Counter>,
-    other_replies: Counter,
-    errors: Family<CodeLabel, Counter>,
-    plug_seconds: Family<PlugLabel, Histogram>,
-    pub reloads: Counter,
-    pub compile_errors: Counter,
-    pub rate_limited: Counter,
-    pub slow_client_cutoffs: Counter,
-    queued_bytes: Gauge,
-    pub timer_ticks_skipped: Counter,
-    egress: Family<StatusLabel, Counter>,
-    in_flight: Gauge,
-    rss: Gauge,
+    /// Replies by type byte (0..=END), then "other".
+    replies: [AtomicU64; EventType::END.0 as usize + 2],
+    not_found: AtomicU64,
+    /// ERRORs by [`ErrorCode::ALL`]'s order, then "custom".
+    errors: Vec<AtomicU64>,
+    plugs: Mutex<BTreeMap<String, PlugMetrics>>,
+    egress: Mutex<BTreeMap<String, u64>>,
+    pub connections_total: Count,
+    pub reloads: Count,
+    pub compile_errors: Count,
+    pub rate_limited: Count,
     /// With `cluster.redis` only: a single node has no Redis to be down.
-    redis_up: Option<Gauge>,
-    cluster_dropped: Option<Counter>,
-    /// The cluster's dropped count at the last scrape, to add the rest.
-    cluster_dropped_seen: AtomicU64,
-    /// Encoding at most one scrape at a time.
-    encoding: Mutex<()>,
+    cluster: bool,
 }
 
-/// What a scrape reads from the server's state (gauges).
+/// What a scrape reads from the server's state.
 pub struct Snapshot {
     pub connections: usize,
     pub queued_bytes: usize,
     pub in_flight: usize,
+    pub slow_client_cutoffs: u64,
+    pub timer_ticks_skipped: u64,
     /// With several nodes: whether Redis answers, and messages dropped.
     pub cluster: Option<(bool, u64)>,
 }
@@ -122,117 +153,45 @@ impl Metrics {
     }
 
     fn build(cluster: bool) -> Metrics {
-        let mut registry = Registry::with_prefix("ssocket");
-        let connections = Gauge::default();
-        registry.register("connections", "Clients connected now", connections.clone());
-        let connections_total = Counter::default();
-        registry.register("connections_opened", "Clients that connected since the start", connections_total.clone());
-        let messages = Family::<EventLabel, Counter>::default();
-        registry.register(
-            "messages_received",
-            "Messages received, by the plug's event (not_found: no plug answers it)",
-            messages.clone(),
-        );
-        let not_found = messages.get_or_create(&EventLabel { event: "not_found".into() }).clone();
-        let replies_family = Family::<TypeLabel, Counter>::default();
-        registry.register("replies", "Messages plugs and the server sent to clients, by type", replies_family.clone());
-        let replies: Vec<Counter> = (0..=EventType::END.0)
-            .map(|t| replies_family.get_or_create(&TypeLabel { r#type: EventType(t).to_string() }).clone())
-            .collect();
-        let other_replies = replies_family.get_or_create(&TypeLabel { r#type: "other".into() }).clone();
-        let errors = Family::<CodeLabel, Counter>::default();
-        registry.register(
-            "errors",
-            "ERROR messages sent to clients, by code (custom: a code a plug chose)",
-            errors.clone(),
-        );
-        let plug_seconds = Family::<PlugLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.00005, 4.0, 10))
-        });
-        registry.register("plug_run_seconds", "How long plug invocations ran, by plug", plug_seconds.clone());
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let c = Counter::default();
-            registry.register(name, help, c.clone());
-            c
-        };
-        let gauge = |registry: &mut Registry, name: &str, help: &str| {
-            let g = Gauge::default();
-            registry.register(name, help, g.clone());
-            g
-        };
-        let reloads = counter(&mut registry, "plug_reloads", "Plug files (re)compiled after a change on disk");
-        let compile_errors = counter(&mut registry, "plug_compile_errors", "Plug compiles that failed");
-        let rate_limited = counter(&mut registry, "rate_limited", "Messages dropped over limits.messagesPerSecond");
-        let slow_client_cutoffs =
-            counter(&mut registry, "slow_client_cutoffs", "Clients cut off because they stopped reading (4008)");
-        let queued_bytes = gauge(&mut registry, "outbound_queued_bytes", "Bytes queued for clients, not yet written");
-        let timer_ticks_skipped =
-            counter(&mut registry, "timer_ticks_skipped", "INIT timer ticks skipped: the last run was still going");
-        let egress = Family::<StatusLabel, Counter>::default();
-        registry.register(
-            "http_egress_requests",
-            "http:: requests from plugs, by HTTP status or failure (denied, timeout, failed, too_large)",
-            egress.clone(),
-        );
-        let in_flight = gauge(&mut registry, "plugs_in_flight", "Plug invocations running now");
-        let rss = gauge(&mut registry, "resident_memory_bytes", "Resident memory of the process");
-        let redis_up = cluster.then(|| gauge(&mut registry, "redis_up", "1 while Redis answers, else 0"));
-        let cluster_dropped = cluster.then(|| {
-            counter(&mut registry, "cluster_dropped", "Cross-node messages dropped while Redis was unavailable")
-        });
-        for code in ErrorCode::ALL {
-            let _ = errors.get_or_create(&CodeLabel { code: code.as_str().into() });
-        }
         Metrics {
-            registry,
-            connections,
-            connections_total,
-            messages,
-            not_found,
-            replies,
-            other_replies,
-            errors,
-            plug_seconds,
-            reloads,
-            compile_errors,
-            rate_limited,
-            slow_client_cutoffs,
-            queued_bytes,
-            timer_ticks_skipped,
-            egress,
-            in_flight,
-            rss,
-            redis_up,
-            cluster_dropped,
-            cluster_dropped_seen: AtomicU64::new(0),
-            encoding: Mutex::new(()),
+            replies: Default::default(),
+            not_found: AtomicU64::new(0),
+            errors: (0..=ErrorCode::ALL.len()).map(|_| AtomicU64::new(0)).collect(),
+            plugs: Mutex::new(BTreeMap::new()),
+            egress: Mutex::new(BTreeMap::new()),
+            connections_total: Count::default(),
+            reloads: Count::default(),
+            compile_errors: Count::default(),
+            rate_limited: Count::default(),
+            cluster,
         }
     }
 
-    /// The handles of plug `name` (its messages and run times).
+    /// The stats of plug `name` (the same for every compile of it).
     pub fn plug(&self, name: &str) -> PlugMetrics {
-        PlugMetrics {
-            messages: self.messages.get_or_create(&EventLabel { event: name.into() }).clone(),
-            seconds: self.plug_seconds.get_or_create(&PlugLabel { plug: name.into() }).clone(),
-        }
+        let mut plugs = self.plugs.lock().unwrap_or_else(|e| e.into_inner());
+        plugs.entry(name.to_owned()).or_default().clone()
     }
 
     /// A message for an event no plug answers.
     pub fn not_found(&self) {
-        self.not_found.inc();
+        self.not_found.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A message of type `t` sent to a client.
     pub fn reply(&self, t: EventType) {
-        self.replies.get(t.0 as usize).unwrap_or(&self.other_replies).inc();
+        if !COUNTING {
+            return;
+        }
+        let other = self.replies.len() - 1;
+        self.replies[usize::from(t.0).min(other)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// An ERROR's code (one of ours or a plug's); the message itself is
     /// counted by [`Metrics::reply`] where it is sent.
     pub fn error(&self, code: &str) {
-        let known = ErrorCode::ALL.iter().any(|c| c.as_str() == code);
-        let code = if known { code } else { "custom" };
-        self.errors.get_or_create(&CodeLabel { code: code.into() }).inc();
+        let i = ErrorCode::ALL.iter().position(|c| c.as_str() == code).unwrap_or(ErrorCode::ALL.len());
+        self.errors[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// An encoded message sent to a client (its type is byte 4).
@@ -244,26 +203,150 @@ impl Metrics {
 
     /// An `http::` request's outcome: its status, or how it failed.
     pub fn egress(&self, outcome: &str) {
-        self.egress.get_or_create(&StatusLabel { status: outcome.into() }).inc();
+        let mut egress = self.egress.lock().unwrap_or_else(|e| e.into_inner());
+        *egress.entry(outcome.to_owned()).or_default() += 1;
     }
 
     /// The text a scrape answers, with the gauges read from `now`.
     pub fn encode(&self, now: Snapshot) -> String {
-        let _one = self.encoding.lock().unwrap_or_else(|e| e.into_inner());
-        self.connections.set(now.connections as i64);
-        self.queued_bytes.set(now.queued_bytes as i64);
-        self.in_flight.set(now.in_flight as i64);
-        self.rss.set(rss_bytes().unwrap_or(0) as i64);
-        if let Some((up, dropped)) = now.cluster {
-            let seen = self.cluster_dropped_seen.swap(dropped, Ordering::SeqCst);
-            if let (Some(redis_up), Some(cluster_dropped)) = (&self.redis_up, &self.cluster_dropped) {
-                redis_up.set(i64::from(up));
-                cluster_dropped.inc_by(dropped.saturating_sub(seen));
-            }
+        let count = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut r = Registry::with_prefix("ssocket");
+        r.register("connections", "Clients connected now", ConstGauge::new(now.connections as i64));
+        let opened = ConstCounter::new(self.connections_total.get());
+        r.register("connections_opened", "Clients that connected since the start", opened);
+        let plugs: Vec<(String, PlugMetrics)> = {
+            let plugs = self.plugs.lock().unwrap_or_else(|e| e.into_inner());
+            plugs.iter().map(|(name, stats)| (name.clone(), stats.clone())).collect()
+        };
+        let mut received: Vec<(String, u64)> = plugs.iter().map(|(n, s)| (n.clone(), count(&s.messages))).collect();
+        received.push(("not_found".into(), count(&self.not_found)));
+        r.register(
+            "messages_received",
+            "Messages received, by the plug's event (not_found: no plug answers it)",
+            Counters { label: "event", values: received },
+        );
+        let replies = (0..self.replies.len())
+            .map(|t| {
+                let name = match t {
+                    t if t == self.replies.len() - 1 => "other".to_owned(),
+                    t if t == usize::from(EventType::END.0) => "END".to_owned(),
+                    t => EventType(t as u8).to_string(),
+                };
+                (name, count(&self.replies[t]))
+            })
+            .collect();
+        r.register(
+            "replies",
+            "Messages plugs and the server sent to clients, by type (a broadcast or room send counts once)",
+            Counters { label: "type", values: replies },
+        );
+        let errors = ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str().to_owned())
+            .chain(["custom".to_owned()])
+            .zip(self.errors.iter().map(count))
+            .collect();
+        r.register(
+            "errors",
+            "ERROR messages sent to clients, by code (custom: a code a plug chose)",
+            Counters { label: "code", values: errors },
+        );
+        r.register("plug_run_seconds", "How long plug invocations ran, by plug", RunTimes(plugs));
+        r.register("plug_reloads", "Plug files (re)compiled after a change on disk", self.reloads.counter());
+        r.register("plug_compile_errors", "Plug compiles that failed", self.compile_errors.counter());
+        r.register("rate_limited", "Messages dropped over limits.messagesPerSecond", self.rate_limited.counter());
+        r.register(
+            "slow_client_cutoffs",
+            "Clients cut off because they stopped reading (4008)",
+            ConstCounter::new(now.slow_client_cutoffs),
+        );
+        r.register(
+            "outbound_queued_bytes",
+            "Bytes queued for clients, not yet written",
+            ConstGauge::new(now.queued_bytes as i64),
+        );
+        r.register(
+            "timer_ticks_skipped",
+            "INIT timer ticks skipped: the last run was still going",
+            ConstCounter::new(now.timer_ticks_skipped),
+        );
+        let egress =
+            self.egress.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        r.register(
+            "http_egress_requests",
+            "http:: requests from plugs, by HTTP status or failure (denied, timeout, failed, too_large)",
+            Counters { label: "status", values: egress },
+        );
+        r.register("plugs_in_flight", "Plug invocations running now", ConstGauge::new(now.in_flight as i64));
+        let rss = rss_bytes().unwrap_or(0) as i64;
+        r.register("resident_memory_bytes", "Resident memory of the process", ConstGauge::new(rss));
+        if let (true, Some((up, dropped))) = (self.cluster, now.cluster) {
+            r.register("redis_up", "1 while Redis answers, else 0", ConstGauge::new(i64::from(up)));
+            r.register(
+                "cluster_dropped",
+                "Cross-node messages dropped while Redis was unavailable",
+                ConstCounter::new(dropped),
+            );
         }
         let mut out = String::new();
-        let _ = encode(&mut out, &self.registry);
+        let _ = encode(&mut out, &r);
         out
+    }
+}
+
+impl Count {
+    fn counter(&self) -> ConstCounter {
+        ConstCounter::new(self.get())
+    }
+}
+
+/// A counter family read at scrape time: one label, a value per label value.
+#[derive(Debug)]
+struct Counters {
+    label: &'static str,
+    values: Vec<(String, u64)>,
+}
+
+impl EncodeMetric for Counters {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (value, n) in &self.values {
+            let labels = [(self.label, value.as_str())];
+            ConstCounter::new(*n).encode(encoder.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// The run-time histograms, one per plug.
+#[derive(Debug)]
+struct RunTimes(Vec<(String, PlugMetrics)>);
+
+impl EncodeMetric for RunTimes {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        for (plug, stats) in &self.0 {
+            let labels = [("plug", plug.as_str())];
+            let mut bound = FIRST_BUCKET_NANOS as f64 / 1e9;
+            let mut buckets = Vec::with_capacity(BUCKETS + 1);
+            for (i, n) in stats.buckets.iter().enumerate() {
+                let upper = if i == BUCKETS { f64::INFINITY } else { bound };
+                buckets.push((upper, n.load(Ordering::Relaxed)));
+                bound *= 4.0;
+            }
+            // Count from the buckets, so a run landing mid-scrape cannot
+            // make the count disagree with them.
+            let runs = buckets.iter().map(|(_, n)| n).sum();
+            let sum = stats.nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            encoder.encode_family(&labels)?.encode_histogram::<NoLabelSet>(sum, runs, &buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -271,8 +354,19 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            connections: 3,
+            queued_bytes: 10,
+            in_flight: 1,
+            slow_client_cutoffs: 4,
+            timer_ticks_skipped: 5,
+            cluster: None,
+        }
+    }
+
     fn scrape(m: &Metrics) -> String {
-        m.encode(Snapshot { connections: 3, queued_bytes: 10, in_flight: 1, cluster: None })
+        m.encode(snapshot())
     }
 
     #[test]
@@ -281,7 +375,7 @@ mod tests {
         for _ in 0..1000 {
             m.not_found();
         }
-        m.plug("echo").messages.inc();
+        m.plug("echo").message();
         for code in ["made_up_1", "made_up_2", "limit_exceeded"] {
             m.error(code);
         }
@@ -294,6 +388,10 @@ mod tests {
         assert!(text.contains(r#"ssocket_replies_total{type="other"} 1"#), "{text}");
 
         assert!(text.contains("ssocket_connections 3"), "{text}");
+        assert!(text.contains("ssocket_outbound_queued_bytes 10"), "{text}");
+        assert!(text.contains("ssocket_plugs_in_flight 1"), "{text}");
+        assert!(text.contains("ssocket_slow_client_cutoffs_total 4"), "{text}");
+        assert!(text.contains("ssocket_timer_ticks_skipped_total 5"), "{text}");
         assert!(!text.contains("made_up"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
@@ -302,18 +400,36 @@ mod tests {
     fn plug_run_times_are_a_histogram() {
         let m = Metrics::new();
         let p = m.plug("slow");
-        p.seconds.observe(0.0001);
-        p.seconds.observe(2.0);
+        p.ran(Duration::from_micros(100));
+        p.ran(Duration::from_secs(2));
+        p.ran(Duration::from_secs(100));
         let text = scrape(&m);
-        assert!(text.contains(r#"ssocket_plug_run_seconds_count{plug="slow"} 2"#), "{text}");
+        assert!(text.contains(r#"ssocket_plug_run_seconds_count{plug="slow"} 3"#), "{text}");
+        assert!(text.contains(r#"ssocket_plug_run_seconds_sum{plug="slow"} 102.0001"#), "{text}");
+        assert!(text.contains(r#"ssocket_plug_run_seconds_bucket{le="0.00005",plug="slow"} 0"#), "{text}");
         assert!(text.contains(r#"ssocket_plug_run_seconds_bucket{le="0.0002",plug="slow"} 1"#), "{text}");
+        assert!(text.contains(r#"ssocket_plug_run_seconds_bucket{le="3.2768",plug="slow"} 2"#), "{text}");
+        assert!(text.contains(r#"ssocket_plug_run_seconds_bucket{le="13.1072",plug="slow"} 2"#), "{text}");
+        assert!(text.contains(r#"ssocket_plug_run_seconds_bucket{le="+Inf",plug="slow"} 3"#), "{text}");
     }
 
     #[test]
-    fn cluster_drops_add_up_across_scrapes() {
+    fn run_times_fall_in_the_first_bucket_they_do_not_pass() {
+        assert_eq!(bucket(0), 0);
+        assert_eq!(bucket(50_000), 0);
+        assert_eq!(bucket(50_001), 1);
+        assert_eq!(bucket(200_000), 1);
+        assert_eq!(bucket(13_107_200_000), BUCKETS - 1);
+        assert_eq!(bucket(13_107_200_001), BUCKETS);
+        assert_eq!(bucket(u64::MAX), BUCKETS);
+    }
+
+    #[test]
+    fn redis_state_only_with_a_cluster() {
         let m = Metrics::for_cluster();
-        m.encode(Snapshot { connections: 0, queued_bytes: 0, in_flight: 0, cluster: Some((false, 5)) });
-        let text = m.encode(Snapshot { connections: 0, queued_bytes: 0, in_flight: 0, cluster: Some((true, 7)) });
+        let text = m.encode(Snapshot { cluster: Some((false, 5)), ..snapshot() });
+        assert!(text.contains("ssocket_redis_up 0"), "{text}");
+        let text = m.encode(Snapshot { cluster: Some((true, 7)), ..snapshot() });
         assert!(text.contains("ssocket_cluster_dropped_total 7"), "{text}");
         assert!(text.contains("ssocket_redis_up 1"), "{text}");
         let single = scrape(&Metrics::new());

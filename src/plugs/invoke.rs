@@ -336,6 +336,7 @@ impl Invocation {
         let (reply, room) =
             Reply::from_yield(value, &self.event, &self.name).map_err(|e| runtime_error(e.to_string(), pos))?;
         if let Some(room) = room {
+            whole("yield_msg to a room", &reply, pos)?;
             let sent = self.router.room_send(self.client_id(), &room, reply.encode(), || self.pause());
             return sent.map(|_| ()).map_err(|e| cluster_error("yield_msg", e, pos));
         }
@@ -375,6 +376,7 @@ impl Invocation {
     /// `broadcast(reply)`: as a BROADCAST yield, whatever the reply's type.
     pub fn broadcast(&self, value: Dynamic, pos: Position) -> Result<i64, Box<EvalAltResult>> {
         let mut reply = self.reply(value, pos)?;
+        whole("broadcast", &reply, pos)?;
         if reply.event_type() == EventType::MESSAGE {
             reply.set_event_type(EventType::BROADCAST);
         }
@@ -386,6 +388,7 @@ impl Invocation {
     /// BROADCAST. How many clients it was queued for.
     pub fn room_send(&self, room: &str, value: Dynamic, pos: Position) -> Result<i64, Box<EvalAltResult>> {
         let mut reply = self.reply(value, pos)?;
+        whole("rooms::send", &reply, pos)?;
         if reply.event_type() == EventType::MESSAGE {
             reply.set_event_type(EventType::BROADCAST);
         }
@@ -397,6 +400,7 @@ impl Invocation {
     /// or, with several nodes, on any node).
     pub fn send_to(&self, id: i64, value: Dynamic, pos: Position) -> Result<bool, Box<EvalAltResult>> {
         let reply = self.reply(value, pos)?;
+        whole("send_to", &reply, pos)?;
         let Ok(id) = u64::try_from(id) else { return Ok(false) };
         let bytes = reply.encode();
         if let Some(sent) = self.router.send_to_local(id, bytes.clone(), || self.pause()) {
@@ -439,6 +443,21 @@ impl Invocation {
             Ok(())
         }
     }
+}
+
+/// A SYNC message is a difference against the previous message of the
+/// same stream, which only a yield to the sender has (SPEC 5). Sent to
+/// others it would reach clients as a patch they cannot apply, so it is
+/// refused.
+fn whole(what: &str, reply: &Reply, pos: Position) -> Result<(), Box<EvalAltResult>> {
+    if reply.event_type() != EventType::SYNC {
+        return Ok(());
+    }
+    let message = format!(
+        "{what}: a SYNC message is a difference against the receiver's previous one, which only a yield to the \
+         sender has; send the whole payload as MESSAGE or BROADCAST"
+    );
+    Err(crate::plugs::host::host_error(ErrorCode::BadArgument, &message, json!({}), pos))
 }
 
 /// Run every handler of `plug` for `msg`. Failures become an ERROR reply to
@@ -484,7 +503,7 @@ pub fn run(engine: &Engine, plug: &Plug, inv: &Arc<Invocation>, msg: Request) {
             break;
         }
     }
-    plug.metrics.seconds.observe(started.elapsed().as_secs_f64());
+    plug.metrics.ran(started.elapsed());
     inv.finish();
 }
 

@@ -168,7 +168,7 @@ impl Plugs {
         let (event, tagged) = (msg.reply_event(), msg.tag.is_some());
         let plug = match self.lookup(&msg.event).await {
             Lookup::Found(plug) => {
-                plug.metrics.messages.inc();
+                plug.metrics.message();
                 plug
             }
             Lookup::NotFound => {
@@ -180,7 +180,7 @@ impl Plugs {
                 return;
             }
             Lookup::Broken(err) => {
-                self.router.metrics().plug(&msg.event).messages.inc();
+                self.router.metrics().plug(&msg.event).message();
                 self.router.error(client.id(), &event, err.to_reply());
                 if tagged {
                     self.router.end(client.id(), &event);
@@ -221,7 +221,7 @@ impl Plugs {
         let metrics = self.router.metrics();
         let plug = match self.lookup(&request.event).await {
             Lookup::Found(plug) => {
-                plug.metrics.messages.inc();
+                plug.metrics.message();
                 plug
             }
             Lookup::NotFound => {
@@ -229,7 +229,7 @@ impl Plugs {
                 return CallOutcome::NotFound;
             }
             Lookup::Broken(err) => {
-                metrics.plug(&request.event).messages.inc();
+                metrics.plug(&request.event).message();
                 return CallOutcome::Failed(err.to_reply());
             }
         };
