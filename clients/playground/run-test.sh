@@ -10,21 +10,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 
-if [ -z "${CHROMIUM_PATH:-}" ] && [ ! -x /usr/bin/chromium ]; then
-  echo "run-test: installing chromium (apt-get)" >&2
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  aptlog="$(mktemp)"
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; } >"$aptlog" 2>&1; then
-    cat "$aptlog" >&2
-    echo "run-test: could not install chromium" >&2
-    exit 1
-  fi
-  rm -f "$aptlog"
-fi
-
-echo "run-test: npm install (playwright-core)" >&2
-(cd "$here" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
+# shellcheck source=../../scripts/browser-deps.sh
+source "$root/scripts/browser-deps.sh"
+browser_deps "$root"
 
 if [ -z "${TEST_SERVER_BIN:-}" ]; then
   # Always build: the page is compiled into the binary (include_str!).
@@ -35,4 +23,4 @@ fi
 flags=()
 node -e 'process.exit(typeof WebSocket === "function" ? 0 : 1)' 2>/dev/null || flags=(--experimental-websocket)
 cd "$here"
-exec node "${flags[@]}" --test test/
+exec node "${flags[@]}" --test test/*.test.mjs
