@@ -92,6 +92,18 @@ def table(rows):
             ("replies per server core-second", "replies_per_core_second", lambda v: fmt(v)),
             ("errors", "errors", lambda v: fmt(v, digits=0)),
         ], "echo"),
+        ("echo: 1,000 conn × 1 in flight, 100 B, 10 s (median of 2 runs)", [
+            ("replies/s", "replies_per_sec", lambda v: fmt(v)),
+            ("p50 / p99 / p99.9", None, None),
+            ("replies per connection: fewest .. most", None, None),
+            ("server CPU", "cpu_cores", lambda v: fmt(v, "cores", 2)),
+        ], "echo1-1000"),
+        ("echo: 5,000 conn × 1 in flight, 100 B, 10 s (median of 2 runs)", [
+            ("replies/s", "replies_per_sec", lambda v: fmt(v)),
+            ("p50 / p99 / p99.9", None, None),
+            ("replies per connection: fewest .. most", None, None),
+            ("server CPU", "cpu_cores", lambda v: fmt(v, "cores", 2)),
+        ], "echo1-5000"),
         ("broadcast: 1,000 receivers, 200 msgs/s, 10 s", [
             ("sent / delivered", None, None),
             ("lost", "lost", lambda v: fmt(v, digits=0)),
@@ -103,6 +115,11 @@ def table(rows):
             ("RSS before → after", None, None),
             ("connections/s", "connections_per_sec", lambda v: fmt(v)),
         ], "idle"),
+        ("idle: as many as the file limit allows (50,000 where it may; the row says how many)", [
+            ("connections", "connections", lambda v: fmt(v, digits=0)),
+            ("RSS per connection", "per_connection_bytes", lambda v: fmt(v / 1024 if v is not None else None, "KiB", 1)),
+            ("connections/s", "connections_per_sec", lambda v: fmt(v)),
+        ], "idle-big"),
         ("connect: 5,000 handshakes", [
             ("handshakes/s", "handshakes_per_sec", lambda v: fmt(v)),
             ("p50 / p99", None, None),
@@ -124,6 +141,10 @@ def table(rows):
                     cells.append(f"{us(num(r, 'p50_us'))} / {us(num(r, 'p99_us'))} / {us(num(r, 'p999_us'))}")
                 elif name in ("fan-out p50 / p99", "p50 / p99"):
                     cells.append(f"{us(num(r, 'p50_us'))} / {us(num(r, 'p99_us'))}")
+                elif name == "replies per connection: fewest .. most":
+                    lo, hi = num(r, "per_connection_min"), num(r, "per_connection_max")
+                    ratio = f" ({hi / lo:.2f}×)" if lo and hi else ""
+                    cells.append(f"{fmt(lo, digits=0)} .. {fmt(hi, digits=0)}{ratio}")
                 elif name == "sent / delivered":
                     cells.append(f"{fmt(num(r, 'sent'), digits=0)} / {fmt(num(r, 'delivered'), digits=0)}")
                 elif name == "RSS before → after":
@@ -145,16 +166,18 @@ def sweep(rows, server):
 
 
 def sweep_table(rows):
-    lines = ["| connections (× 4 in flight) | ssocket replies/s | ssocket p50 / p99 | ssocket CPU | plain Rust replies/s | plain Rust p50 / p99 |",
-             "|---|---|---|---|---|---|"]
-    ss = {p[0]: p for p in sweep(rows, "ssocket")}
-    rs = {p[0]: p for p in sweep(rows, "rust")}
-    for c in sorted(set(ss) | set(rs)):
-        a, b = ss.get(c), rs.get(c)
-        lines.append(f"| {c:,} | {fmt(a[1]) if a else '—'} | {us(a[4]) + ' / ' + us(a[2]) if a else '—'} "
-                     f"| {fmt(a[3], 'cores', 2) if a else '—'} "
-                     f"| {fmt(b[1]) if b else '—'} | {us(b[4]) + ' / ' + us(b[2]) if b else '—'} |")
-    return "\n".join(lines) if len(lines) > 2 else "_The sweep did not run._"
+    """Replies/s and p50 / p99 per server and connection count."""
+    by = {server: {p[0]: p for p in sweep(rows, server)} for server, _ in SERVERS}
+    present = [(s, n) for s, n in SERVERS if by[s]]
+    lines = ["| connections (× 4 in flight) | " + " | ".join(f"{n}: replies/s, p50 / p99" for _, n in present) + " |",
+             "|---|" + "---|" * len(present)]
+    for c in sorted({c for s, _ in present for c in by[s]}):
+        cells = []
+        for s, _ in present:
+            p = by[s].get(c)
+            cells.append(f"{fmt(p[1])}, {us(p[4])} / {us(p[2])}" if p else "—")
+        lines.append(f"| {c:,} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) if present else "_The sweep did not run._"
 
 
 def floor_table(rows):
@@ -210,8 +233,62 @@ def targets(rows):
     return "| target (issue 6) | measured | result |\n|---|---|---|\n" + "\n".join(out)
 
 
+def targets16(rows):
+    """Issue 16's targets, each against the peers of the same run."""
+    out = []
+
+    def verdict(ok):
+        return "n/a (not measured)" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+    def le(a, b):
+        return None if a is None or b is None else a <= b
+
+    def ge(a, b):
+        return None if a is None or b is None else a >= b
+
+    e, eb, er = (find(rows, s, "echo1-1000") for s in ("ssocket", "bun", "rust"))
+    p99, bp99 = num(e, "p99_us"), num(eb, "p99_us")
+    out.append(f"| 1. echo 1,000 × 1: p99 no worse than Bun's | {us(p99)} vs Bun {us(bp99)} | {verdict(le(p99, bp99))} |")
+    lo, hi = num(e, "per_connection_min"), num(e, "per_connection_max")
+    ratio = hi / lo if lo and hi else None
+    out.append(f"| 1. echo 1,000 × 1: busiest connection ≤ 1.5 × the least busy | {fmt(lo, digits=0)} .. {fmt(hi, digits=0)}"
+               f" ({fmt(ratio, '×', 2)}) | {verdict(None if ratio is None else ratio <= 1.5)} |")
+    rps, brps, rrps = num(e, "replies_per_sec"), num(eb, "replies_per_sec"), num(er, "replies_per_sec")
+    out.append(f"| 1. echo 1,000 × 1: throughput ≥ Bun's | {fmt(rps)} vs Bun {fmt(brps)} replies/s | {verdict(ge(rps, brps))} |")
+    out.append(f"| 1. then ≥ plain tokio-tungstenite's | {fmt(rps)} vs plain Rust {fmt(rrps)} replies/s | {verdict(ge(rps, rrps))} |")
+    e4 = find(rows, "ssocket", "echo")
+    r4 = num(e4, "replies_per_sec")
+    out.append(f"| 2. echo 50 × 4 stays where it was (issue 16 measured 171k–199k replies/s, p99 1.3 ms) | {fmt(r4)} replies/s,"
+               f" p99 {us(num(e4, 'p99_us'))} | {verdict(None if r4 is None else r4 >= 199_000)} |")
+    i, ib = find(rows, "ssocket", "idle"), find(rows, "bun", "idle")
+    per = num(i, "per_connection_bytes")
+    out.append(f"| 3. 10,000 idle: ≤ 2 KiB each | {fmt(per / 1024 if per is not None else None, 'KiB', 2)} each"
+               f" (Bun {fmt(num(ib, 'per_connection_bytes') / 1024 if num(ib, 'per_connection_bytes') else None, 'KiB', 2)})"
+               f" | {verdict(None if per is None else per <= 2048)} |")
+    cps, bcps = num(i, "connections_per_sec"), num(ib, "connections_per_sec")
+    out.append(f"| 3. connects per second ≥ Bun's | {fmt(cps)} vs Bun {fmt(bcps)} | {verdict(ge(cps, bcps))} |")
+    b, bb, fl = find(rows, "ssocket", "broadcast"), find(rows, "bun", "broadcast"), find(rows, "floor", "floor")
+    lost = num(b, "lost")
+    out.append(f"| 4. broadcast 1,000 at 200/s: 0 lost | {fmt(lost, digits=0)} | {verdict(None if lost is None else lost == 0)} |")
+    out.append(f"| 4. broadcast p99 ≤ Bun's | {us(num(b, 'p99_us'))} vs Bun {us(num(bb, 'p99_us'))} | {verdict(le(num(b, 'p99_us'), num(bb, 'p99_us')))} |")
+    cpu, bcpu, fcpu = num(b, "cpu_cores"), num(bb, "cpu_cores"), num(fl, "cpu_cores")
+    out.append(f"| 4. broadcast CPU ≤ Bun's | {fmt(cpu, 'cores', 2)} vs Bun {fmt(bcpu, 'cores', 2)} | {verdict(le(cpu, bcpu))} |")
+    out.append(f"| 4. broadcast CPU within 10 % of the floor's | {fmt(cpu, 'cores', 2)} vs floor {fmt(fcpu, 'cores', 2)}"
+               f" | {verdict(None if cpu is None or fcpu is None else cpu <= 1.1 * fcpu)} |")
+    e5 = find(rows, "ssocket", "echo1-5000")
+    big = find(rows, "ssocket", "idle-big")
+    n = num(big, "connections")
+    out.append(f"| 5. on record: echo 5,000 × 1 | {'recorded' if num(e5, 'replies_per_sec') else 'missing'} |"
+               f" {verdict(None if e5 is None else num(e5, 'replies_per_sec') is not None)} |")
+    note = "" if n is None or n >= 50_000 else f" (the file limit, ulimit -n {big.get('nofile', '?')}, allows {n:,.0f})"
+    out.append(f"| 5. on record: 50,000 idle | {fmt(n, digits=0)} connections{note} |"
+               f" {verdict(None if n is None else n >= 50_000)} |")
+    return "| target (issue 16) | measured | result |\n|---|---|---|\n" + "\n".join(out)
+
+
 def svg(rows):
-    series = [("ssocket", "ssocket (Rhai plugs)", "#d9480f"), ("rust", "plain Rust (tokio-tungstenite)", "#1864ab")]
+    series = [("ssocket", "ssocket (Rhai plugs)", "#d9480f"), ("rust", "plain Rust (tokio-tungstenite)", "#1864ab"),
+              ("node-ws", "Node + ws", "#2b8a3e"), ("bun", "Bun", "#862e9c")]
     data = [(name, color, sweep(rows, key)) for key, name, color in series]
     data = [d for d in data if d[2]]
     W, H = 960, 430
@@ -294,15 +371,17 @@ def svg(rows):
                     o.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{color}"/>')
                     # Labels beside the point, on the line's own side: left of the last point.
                     anchor, dx = ("end", -7) if k == len(coords) - 1 else ("start", 7)
+                    if series_rank[name] > 1:
+                        continue  # four lines: numbers on the first two only (the table has them all)
                     dy = -8 if series_rank[name] == 0 else 16
                     o.append(f'<text x="{x + dx:.1f}" y="{y + dy:.1f}" text-anchor="{anchor}" fill="{color}" '
                              f'font-size="11">{label}</text>')
     ly = H - 22
-    lx = 240
+    lx = 60
     for name, color, _ in data:
         o.append(f'<line x1="{lx}" y1="{ly}" x2="{lx + 28}" y2="{ly}" stroke="{color}" stroke-width="3"/>')
         o.append(f'<text x="{lx + 34}" y="{ly + 4}">{name}</text>')
-        lx += 280
+        lx += 230
     if not data:
         o.append(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no sweep data</text>')
     o.append("</svg>")
@@ -362,7 +441,7 @@ def main():
     svg_rel = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.benchmarks)))
     section = [
         START,
-        "## Comparison with peer servers (issue 6)",
+        "## Comparison with peer servers (issues 6 and 16)",
         "",
         "Generated by `bench/run.sh` from `bench-out/results.jsonl`; edit the script,",
         "not this section. Peers answer the same protocol as their users would write",
@@ -419,6 +498,8 @@ def main():
         "### Targets",
         "",
         targets(rows),
+        "",
+        targets16(rows),
         "",
     ]
     if failed:

@@ -1,13 +1,16 @@
-//! One client's connection: a writer task draining the client's outbound
-//! queue into the socket, and a reader loop that checks each frame and
-//! hands good messages to the plugs. When either half ends, the other is
-//! stopped and the client is removed from the hub (which stops its plugs).
+//! One client's connection: a writer draining the client's outbound queue
+//! into the socket, and a reader loop that checks each frame and hands good
+//! messages to the plugs, both in one task. When either half ends, the
+//! other is stopped and the client is removed from the hub (which stops its
+//! plugs).
 //!
 //! Written over a generic `Stream`/`Sink` so tests can drive it without a
 //! socket.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,7 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use crate::app::App;
 use crate::client::{ClientHandle, ClientId};
 use crate::errors::ErrorCode;
-use crate::hub::{Kill, OutQueue, Outbound};
+use crate::hub::{Next, OutQueue, Outbound};
 use crate::plugs::request::Request;
 use crate::plugs::router::error_bytes;
 use crate::protocol::ProtocolError;
@@ -37,74 +40,138 @@ pub const MAX_BAD_FRAMES_IN_A_ROW: u32 = 32;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Serve one upgraded WebSocket until either side ends.
-pub async fn serve<S>(socket: S, app: App, user: rhai::Dynamic)
+pub fn serve<S>(socket: S, app: App, user: rhai::Dynamic) -> impl Future<Output = ()> + Send
 where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage> + Send + 'static,
+{
+    // Split before the future exists: an async fn keeps its arguments for
+    // its whole life, and the socket is a third of a KiB of every client's
+    // task.
+    let (sink, stream) = socket.split();
+    serve_split(sink, stream, app, user)
+}
+
+async fn serve_split<W, R>(sink: W, mut stream: R, app: App, user: rhai::Dynamic)
+where
+    W: Sink<WsMessage> + Unpin,
+    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
     let reg = app.hub.register_as(user);
     app.metrics().connections_total.inc();
     let (id, client) = (reg.id(), reg.handle);
     tracing::debug!(client = id, "connected");
     app.connected(&client);
-    let (sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(write_loop(sink, reg.rx, reg.queued, reg.kill));
-    let (writer_done, closing) = tokio::select! {
-        end = read_loop(&mut stream, &client, &app) => (false, end == ReadEnd::Closing),
-        _ = &mut writer => (true, true),
+    // The writer shares the reader's task rather than having its own: an
+    // idle client holds one task, not two, and a reply goes out in the same
+    // wake-up that read its request, with no second task to schedule
+    // (BENCHMARKS.md, issue 16).
+    let queue = reg.rx.clone();
+    let mut writer = pin!(write_loop(sink, reg.rx));
+    let ended = {
+        let mut reader = pin!(read_loop(&mut stream, &client, &app));
+        poll_fn(|cx| {
+            if writer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ended::Writer);
+            }
+            // The writer is polled again below: what the reader queues now
+            // need not wake this task once more.
+            queue.hold_wakes();
+            if let Poll::Ready(end) = reader.as_mut().poll(cx) {
+                return Poll::Ready(Ended::Reader(end));
+            }
+            // Write what the reader has just queued now, not on the next
+            // wake-up: the writer polled first drained the earlier replies.
+            if writer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ended::Writer);
+            }
+            Poll::Pending
+        })
+        .await
     };
     // Forget the client first: its plugs stop and shutdown need not wait
     // for the rest of the goodbye.
     app.hub.remove(id);
     app.disconnected(&client);
+    // Boxed, so the goodbye's timers take memory only while a client leaves,
+    // not in every connected client's task.
+    Box::pin(goodbye(&mut stream, writer, ended)).await;
+    tracing::debug!(client = id, "disconnected");
+}
+
+/// Which half of the connection stopped first.
+enum Ended {
+    /// The writer: the queue closed or the client was killed (a close frame
+    /// went out).
+    Writer,
+    Reader(ReadEnd),
+}
+
+/// After the client left the hub: finish the closing handshake and let the
+/// writer flush what is queued (a close frame, say).
+async fn goodbye<R, W>(stream: &mut R, mut writer: Pin<&mut W>, ended: Ended)
+where
+    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    W: Future<Output = ()>,
+{
+    let (mut writer_done, closing) = match ended {
+        Ended::Writer => (true, true),
+        Ended::Reader(end) => (false, end == ReadEnd::Closing),
+    };
     if closing {
         // A close frame went (or is going) out: read on, discarding, until
-        // the client's close reply, as the closing handshake asks. Dropping
-        // the socket with unread input makes the kernel reset the
-        // connection, and the client would lose our close frame and code.
+        // the client's close reply, as the closing handshake asks, while the
+        // writer sends what is left. Dropping the socket with unread input
+        // makes the kernel reset the connection, and the client would lose
+        // our close frame and code.
         let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, drain).await;
+        let mut drain = pin!(tokio::time::timeout(CLOSE_HANDSHAKE, drain));
+        loop {
+            tokio::select! {
+                _ = &mut drain => break,
+                () = writer.as_mut(), if !writer_done => writer_done = true,
+            }
+        }
     }
     // The queue's sender is gone with the hub entry, so the writer flushes
-    // what is queued (a close frame, say) and ends by itself; bound the wait
-    // so a peer that stopped reading cannot hold the task. (A finished
-    // JoinHandle must not be polled again, hence `writer_done`.)
-    if !writer_done && tokio::time::timeout(Duration::from_secs(5), &mut writer).await.is_err() {
-        writer.abort();
+    // what is queued and ends by itself; bound the wait so a peer that
+    // stopped reading cannot hold the task (dropping the writer stops it).
+    if !writer_done {
+        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     }
-    tracing::debug!(client = id, "disconnected");
 }
 
 /// Drain the client's queue into the socket until the queue closes, or,
 /// if the hub kills the client (slow consumer), drop what is queued and
 /// close at once.
-async fn write_loop<W>(mut sink: W, rx: Arc<OutQueue>, queued: Arc<AtomicUsize>, kill: Arc<Kill>)
+async fn write_loop<W>(mut sink: W, rx: Arc<OutQueue>)
 where
     W: Sink<WsMessage> + Unpin,
 {
     let killed = tokio::select! {
-        _ = drain(&mut sink, &rx, &queued) => None,
-        reason = kill.killed() => Some(reason),
+        _ = drain(&mut sink, &rx) => None,
+        reason = poll_fn(|cx| rx.poll_killed(cx)) => Some(reason),
     };
     if let Some((code, reason)) = killed {
         // Best effort: a client that stopped reading may never see it.
-        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close_frame(code, reason))).await;
+        // Boxed, like every goodbye: its timer is not held while connected.
+        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), sink.send(close_frame(code, reason)))).await;
         return;
     }
     let _ = sink.close().await;
 }
 
-async fn drain<W>(sink: &mut W, rx: &OutQueue, queued: &AtomicUsize)
+async fn drain<W>(sink: &mut W, rx: &OutQueue)
 where
     W: Sink<WsMessage> + Unpin,
 {
-    while let Some(first) = rx.recv().await {
+    while let Next::Item(first) = poll_fn(|cx| rx.poll_next(cx)).await {
         // Feed everything already queued, then flush once: one syscall for
         // a burst of yields instead of one per message.
         let mut next = Some(first);
         while let Some(out) = next {
             let frame = match out {
                 Outbound::Binary(bytes) => {
-                    queued.fetch_sub(bytes.len(), Ordering::SeqCst);
+                    rx.sent(bytes.len());
                     WsMessage::Binary(bytes)
                 }
                 Outbound::Close(code, reason) => {
@@ -203,7 +270,10 @@ where
             }
         }
         let ok = if let WsMessage::Binary(frame) = msg {
-            handle_frame(frame, &mut state, app).await
+            // Boxed: a message's state (its plug lookup, slots, invocation)
+            // is held only while it is dispatched, not by every idle client's
+            // task (one allocation per message; BENCHMARKS.md, issue 16).
+            Box::pin(handle_frame(frame, &mut state, app)).await
         } else {
             let text = "text frames are not part of the protocol: send binary frames (see the README's wire format)";
             refuse(app, id, "", ErrorCode::TextFrame, text, json!({}));

@@ -15,12 +15,13 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use ahash::{HashMap, HashSet};
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use rhai::Dynamic;
-use tokio::sync::Notify;
 
 use crate::client::ClientHandle;
 pub use crate::client::ClientId;
@@ -43,14 +44,18 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
-/// A client's outbound queue: a deque behind a mutex, with a `Notify` to
-/// wake the writer. tokio's mpsc allocates a 32-slot block per channel up
-/// front (~1.3 KiB); this costs nothing until used, which matters at tens of
-/// thousands of idle connections (BENCHMARKS.md, idle memory).
+/// A client's outbound queue: a deque behind a mutex, the bytes it holds,
+/// the kill order of a slow consumer, and the waker of the connection's
+/// task. tokio's mpsc allocates a 32-slot block per channel up front (~1.3
+/// KiB); this costs nothing until used, and is one allocation per client,
+/// which matters at tens of thousands of idle connections (BENCHMARKS.md,
+/// idle memory).
 #[derive(Default)]
 pub struct OutQueue {
     state: Mutex<QueueState>,
-    notify: Notify,
+    /// Bytes queued and not yet handed to the socket; the writer subtracts.
+    queued: AtomicUsize,
+    waker: AtomicWaker,
 }
 
 #[derive(Default)]
@@ -58,16 +63,31 @@ struct QueueState {
     items: VecDeque<Outbound>,
     /// Set when the client leaves the hub: the writer drains what is left.
     closed: bool,
-    /// The writer found the queue empty and is about to wait: only then does
-    /// a push need to wake it (under load it rarely is, and `notify_one` is
-    /// the costly part of a push).
+    /// Set when the hub cuts off a slow consumer: the writer drops what is
+    /// queued and closes with this code at once.
+    killed: Option<(u16, &'static str)>,
+    /// The writer found the queue empty and waits: only then does a push
+    /// need to wake it (under load it rarely is, and the wake-up is the
+    /// costly part of a push).
     waiting: bool,
 }
 
+/// What the writer gets from its queue.
+#[derive(Debug)]
+pub enum Next {
+    Item(Outbound),
+    /// Closed and drained: the client left.
+    Closed,
+}
+
 impl OutQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Queue `item`; gives it back if the queue is closed.
     fn push(&self, item: Outbound) -> Result<(), Outbound> {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock();
         if state.closed {
             return Err(item);
         }
@@ -75,75 +95,78 @@ impl OutQueue {
         let wake = std::mem::take(&mut state.waiting);
         drop(state);
         if wake {
-            // notify_one keeps a permit if the writer has not started
-            // waiting yet, so the wake-up is not lost.
-            self.notify.notify_one();
+            self.waker.wake();
         }
         Ok(())
     }
 
     fn close(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
-        self.notify.notify_one();
+        self.lock().closed = true;
+        self.waker.wake();
     }
 
-    /// The next item, waiting for one; None once closed and drained.
-    pub async fn recv(&self) -> Option<Outbound> {
-        loop {
-            {
-                let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(item) = state.items.pop_front() {
-                    return Some(item);
-                }
-                if state.closed {
-                    return None;
-                }
-                state.waiting = true;
-            }
-            self.notify.notified().await;
+    fn kill(&self, code: u16, reason: &'static str) {
+        self.lock().killed = Some((code, reason));
+        // Always: the writer may be waiting on the socket, not the queue.
+        self.waker.wake();
+    }
+
+    /// The next item, or `Pending` with the task's waker kept for the next
+    /// push.
+    pub fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Next> {
+        let mut state = self.lock();
+        if let Some(item) = state.items.pop_front() {
+            return Poll::Ready(Next::Item(item));
         }
+        if state.closed {
+            return Poll::Ready(Next::Closed);
+        }
+        // Registered under the lock: a push after it sees `waiting`.
+        self.waker.register(cx.waker());
+        state.waiting = true;
+        Poll::Pending
     }
 
     /// The next item if one is queued now.
     pub fn try_recv(&self) -> Option<Outbound> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).items.pop_front()
+        self.lock().items.pop_front()
     }
-}
 
-/// Tells a connection's writer to give up on its queue and close at once.
-#[derive(Default)]
-pub struct Kill {
-    notify: Notify,
-    reason: Mutex<Option<(u16, &'static str)>>,
-}
-
-impl Kill {
-    /// Resolves once the client is killed; returns the close code and reason.
-    pub async fn killed(&self) -> (u16, &'static str) {
-        loop {
-            if let Some(reason) = *self.reason.lock().unwrap_or_else(|e| e.into_inner()) {
-                return reason;
+    /// Resolves once the hub has cut the client off; the close code and reason.
+    pub fn poll_killed(&self, cx: &mut Context<'_>) -> Poll<(u16, &'static str)> {
+        let state = self.lock();
+        match state.killed {
+            Some(reason) => Poll::Ready(reason),
+            None => {
+                self.waker.register(cx.waker());
+                Poll::Pending
             }
-            self.notify.notified().await;
         }
     }
 
-    fn fire(&self, code: u16, reason: &'static str) {
-        *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = Some((code, reason));
-        // notify_one keeps a permit if the writer is not waiting yet.
-        self.notify.notify_one();
+    /// The connection polls its writer right after its reader: pushes until
+    /// then (the reader's own replies, mostly) need not wake the task again.
+    pub fn hold_wakes(&self) {
+        self.lock().waiting = false;
+    }
+
+    /// The writer has handed `bytes` of queued messages to the socket.
+    pub fn sent(&self, bytes: usize) {
+        self.queued.fetch_sub(bytes, Ordering::SeqCst);
+    }
+
+    /// Bytes queued and not yet handed to the socket.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
     }
 }
 
 /// A connected client as the hub sees it.
 struct Entry {
-    /// Feeds the connection's writer task.
+    /// Feeds the connection's writer.
     tx: Arc<OutQueue>,
-    /// Bytes in `tx` not yet handed to the socket; the writer subtracts.
-    queued: Arc<AtomicUsize>,
     /// The client's record; its cancel flag fires when the entry goes.
     handle: ClientHandle,
-    kill: Arc<Kill>,
 }
 
 impl Drop for Entry {
@@ -164,17 +187,17 @@ enum Offer {
 impl Entry {
     fn offer(&self, msg: &Bytes, limit: usize) -> Offer {
         let len = msg.len();
-        let before = self.queued.fetch_add(len, Ordering::SeqCst);
+        let before = self.tx.queued.fetch_add(len, Ordering::SeqCst);
         // An empty queue takes any one message, so a single large reply
         // cannot be refused forever.
         if before > 0 && before + len > limit {
-            self.queued.fetch_sub(len, Ordering::SeqCst);
+            self.tx.sent(len);
             return Offer::Full;
         }
         match self.tx.push(Outbound::Binary(msg.clone())) {
             Ok(()) => Offer::Queued,
             Err(_) => {
-                self.queued.fetch_sub(len, Ordering::SeqCst);
+                self.tx.sent(len);
                 Offer::Gone
             }
         }
@@ -299,10 +322,8 @@ pub enum JoinError {
 /// What a newly registered client gets back.
 pub struct Registration {
     pub handle: ClientHandle,
+    /// The client's outbound queue, for its connection's writer.
     pub rx: Arc<OutQueue>,
-    /// The writer subtracts what it has handed to the socket.
-    pub queued: Arc<AtomicUsize>,
-    pub kill: Arc<Kill>,
 }
 
 impl Registration {
@@ -351,7 +372,7 @@ impl Hub {
 
     /// Bytes queued for this node's clients and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.lock().clients.values().map(|e| e.queued.load(Ordering::Relaxed)).sum()
+        self.lock().clients.values().map(|e| e.tx.queued()).sum()
     }
 
     /// Number clients from `base` on (`node × 2^32` with several nodes, so
@@ -422,13 +443,12 @@ impl Hub {
         let tx = Arc::new(OutQueue::default());
         let rx = tx.clone();
         let handle = ClientHandle::with_user(id, user);
-        let (queued, kill) = (Arc::new(AtomicUsize::new(0)), Arc::new(Kill::default()));
-        let entry = Entry { tx, queued: queued.clone(), handle: handle.clone(), kill: kill.clone() };
+        let entry = Entry { tx, handle: handle.clone() };
         self.lock().clients.insert(id, entry);
         if let Some(backplane) = self.backplane() {
             backplane.client_up(id, &handle.user());
         }
-        Registration { handle, rx, queued, kill }
+        Registration { handle, rx }
     }
 
     /// Forget a client, stop everything running on its behalf, and take it
@@ -590,7 +610,7 @@ impl Hub {
         tracing::warn!(client = id, "disconnecting a slow client: its outbound queue is full");
         self.shared.cutoffs.fetch_add(1, Ordering::Relaxed);
         client.handle.cancel().cancel();
-        client.kill.fire(CLOSE_SLOW_CONSUMER, "outbound queue full: the client is not reading");
+        client.tx.kill(CLOSE_SLOW_CONSUMER, "outbound queue full: the client is not reading");
         drop(client);
         self.gone(id, left);
     }
@@ -774,7 +794,7 @@ mod tests {
         for _ in 0..3 {
             hub.broadcast(Bytes::from_static(b"12345"), None);
             while recv(&fast.rx).is_some() {
-                fast.queued.fetch_sub(5, Ordering::SeqCst);
+                fast.rx.sent(5);
             }
         }
         assert!(slow.handle.cancel().is_cancelled(), "the slow client was cut off");
@@ -791,7 +811,7 @@ mod tests {
         let sent = hub.broadcast_waiting(Bytes::from_static(b"abcd"), None, || {
             pauses += 1;
             if let Some(b) = recv(&reader.rx) {
-                reader.queued.fetch_sub(b.len(), Ordering::SeqCst);
+                reader.rx.sent(b.len());
             }
             false
         });
@@ -832,7 +852,7 @@ mod tests {
         let result = hub.send_waiting(a.id(), Bytes::from_static(b"5"), || {
             pauses += 1;
             if pauses == 3 {
-                a.queued.fetch_sub(4, Ordering::SeqCst); // the writer drained it
+                a.rx.sent(4); // the writer drained it
             }
             false
         });

@@ -253,15 +253,19 @@ pub async fn run(args: Args) -> Result<()> {
     };
 
     let mut total = Tally::default();
+    // Fairness: the fewest and the most replies one connection got in the window.
+    let (mut fewest, mut most) = (u64::MAX, 0u64);
     for task in tasks {
         let t = task.await.context("a connection task panicked")??;
+        fewest = fewest.min(t.count);
+        most = most.max(t.count);
         total.merge(t);
     }
     let p = micros_percentiles(&mut total.latencies, &[50.0, 99.0, 99.9]);
     let rate = per_sec(total.count as f64, args.duration_secs);
     let mut human = format!(
         "echo: {} connections x {} in flight, {} B payload, {:.1} s: {} replies, {:.0} replies/s, \
-         latency p50 {} µs p99 {} µs p99.9 {} µs, {} errors",
+         latency p50 {} µs p99 {} µs p99.9 {} µs, per connection {}..{}, {} errors",
         args.connections,
         args.in_flight,
         args.payload_bytes,
@@ -271,6 +275,8 @@ pub async fn run(args: Args) -> Result<()> {
         p[0],
         p[1],
         p[2],
+        fewest,
+        most,
         total.errors.count
     );
     if let Some(c) = &cpu {
@@ -297,6 +303,8 @@ pub async fn run(args: Args) -> Result<()> {
             "latency_p50_us": p[0],
             "latency_p99_us": p[1],
             "latency_p999_us": p[2],
+            "per_connection_min": fewest,
+            "per_connection_max": most,
             "errors": total.errors.count,
             "cpu_seconds": cpu.as_ref().map(|c| r3(c.seconds)),
             "cpu_cores": cpu.as_ref().map(|c| r3(c.cores)),
