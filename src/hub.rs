@@ -754,6 +754,49 @@ mod tests {
         }
     }
 
+    /// A waker that counts its wake-ups.
+    struct Count(AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_queue_wakes_its_writer_only_when_it_waits_and_always_for_a_kill() {
+        let q = OutQueue::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let wakes = || count.0.load(Ordering::SeqCst);
+        // Empty: the writer waits, and the next push wakes it once.
+        assert!(q.poll_next(&mut cx).is_pending());
+        q.push(Outbound::Binary(Bytes::from_static(b"a"))).unwrap();
+        q.push(Outbound::Binary(Bytes::from_static(b"b"))).unwrap();
+        assert_eq!(wakes(), 1);
+        assert!(matches!(q.poll_next(&mut cx), Poll::Ready(Next::Item(_))));
+        assert!(matches!(q.poll_next(&mut cx), Poll::Ready(Next::Item(_))));
+        // The connection will poll the writer right after the reader:
+        // what the reader queues meanwhile does not wake the task again.
+        assert!(q.poll_next(&mut cx).is_pending());
+        q.hold_wakes();
+        q.push(Outbound::Binary(Bytes::from_static(b"c"))).unwrap();
+        assert_eq!(wakes(), 1);
+        assert!(matches!(q.poll_next(&mut cx), Poll::Ready(Next::Item(_))));
+        // A kill wakes the task whatever the writer is waiting on (the
+        // socket, say), not only when it waits on the queue.
+        assert!(q.poll_killed(&mut cx).is_pending());
+        q.push(Outbound::Binary(Bytes::from_static(b"d"))).unwrap();
+        q.kill(4008, "slow");
+        assert!(wakes() >= 2);
+        assert_eq!(q.poll_killed(&mut cx), Poll::Ready((4008, "slow")));
+        // Closed: what is queued still comes out, then Closed.
+        q.close();
+        assert!(matches!(q.poll_next(&mut cx), Poll::Ready(Next::Item(_))));
+        assert!(matches!(q.poll_next(&mut cx), Poll::Ready(Next::Closed)));
+        assert!(q.push(Outbound::Binary(Bytes::from_static(b"e"))).is_err());
+    }
+
     #[test]
     fn ids_are_unique_and_never_reused() {
         let hub = Hub::new();
