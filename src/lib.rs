@@ -28,7 +28,7 @@
 //! - [`ops`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`files`]: `staticFolder`, an app's own files at `/`.
 //! - [`offload`]: blocking code waiting on a future of our own runtimes.
-//! - [`connection`]: one client's socket: reader loop and writer task.
+//! - [`connection`]: one client's socket: its reader and writer, in one task.
 //! - [`listener`]: the accept loop (TCP_NODELAY, optional TLS handshake).
 //! - [`upgrade`]: the WebSocket handshake, with socket buffers sized by us.
 //! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.
