@@ -23,7 +23,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
 use crate::app::App;
 use crate::client::{ClientHandle, ClientId};
 use crate::errors::ErrorCode;
-use crate::hub::{Next, OutQueue, Outbound};
+use crate::hub::{Next, OutQueue, Outbound, Registration};
 use crate::plugs::request::Request;
 use crate::plugs::router::error_bytes;
 use crate::protocol::ProtocolError;
@@ -39,8 +39,9 @@ pub const MAX_BAD_FRAMES_IN_A_ROW: u32 = 32;
 /// WebSocket layer before it is read (RFC 6455: message too big).
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
-/// Serve one upgraded WebSocket until either side ends.
-pub fn serve<S>(socket: S, app: App, user: rhai::Dynamic) -> impl Future<Output = ()> + Send
+/// Serve one upgraded WebSocket, registered in the hub as `reg`, until
+/// either side ends.
+pub fn serve<S>(socket: S, app: App, reg: Registration) -> impl Future<Output = ()> + Send
 where
     S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage> + Send + 'static,
 {
@@ -48,15 +49,14 @@ where
     // its whole life, and the socket is a third of a KiB of every client's
     // task.
     let (sink, stream) = socket.split();
-    serve_split(sink, stream, app, user)
+    serve_split(sink, stream, app, reg)
 }
 
-async fn serve_split<W, R>(sink: W, mut stream: R, app: App, user: rhai::Dynamic)
+async fn serve_split<W, R>(sink: W, mut stream: R, app: App, reg: Registration)
 where
     W: Sink<WsMessage> + Unpin,
     R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
 {
-    let reg = app.hub.register_as(user);
     app.metrics().connections_total.inc();
     let (id, client) = (reg.id(), reg.handle);
     tracing::debug!(client = id, "connected");

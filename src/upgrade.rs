@@ -115,14 +115,22 @@ async fn accept(app: App, upgrade: Upgrade) -> Box<dyn Reply> {
     };
     let key = upgrade.key;
     let config = socket_config(app.settings.payload_limit);
+    // In the hub before the 101 goes out: a client that sees its socket open
+    // is already counted, and reached by any broadcast sent after that.
+    // What is sent to it before its task runs waits in its queue.
+    let reg = app.hub.register_as(user);
+    // The upgrade completes once the 101 below has been written.
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let io = hyper_util::rt::TokioIo::new(upgraded);
                 let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                crate::connection::serve(socket, app, user).await;
+                crate::connection::serve(socket, app, reg).await;
             }
-            Err(err) => tracing::debug!("websocket upgrade failed: {err}"),
+            Err(err) => {
+                tracing::debug!("websocket upgrade failed: {err}");
+                app.hub.remove(reg.id());
+            }
         }
     });
     let reply = warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
