@@ -111,6 +111,27 @@ async fn broadcast_reaches_others_but_not_the_sender_by_default() {
     server.stop().await;
 }
 
+/// The hub takes a client in before its 101 goes out, so a client whose
+/// socket is open (no round trip yet) is counted and gets every broadcast
+/// sent after that. (The race this guards against, a broadcast sent before
+/// the connection's task first ran, is too narrow to lose on every run: the
+/// JS client's broadcast test lost it once in CI. This checks the contract
+/// 50 times.)
+#[tokio::test]
+async fn a_client_is_in_the_hub_as_soon_as_its_socket_opens() {
+    let server = start_examples().await;
+    let mut a = server.ready_client().await;
+    for n in 1..=50 {
+        let mut b = server.client().await;
+        assert_eq!(server.connected(), 2, "client {n}: not in the hub when its socket opened");
+        a.send("broadcast", json!({ "n": n })).await;
+        assert_eq!(b.recv().await.payload, json!({ "n": n }), "client {n}");
+        b.close().await;
+        assert!(server.wait_connected(1, Duration::from_secs(5)).await, "client {n} did not leave");
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn broadcast_includes_the_sender_when_configured() {
     let server = start_examples_with(|s| s.exclude_sender_on_broadcast = false).await;
