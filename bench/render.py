@@ -92,18 +92,12 @@ def table(rows):
             ("replies per server core-second", "replies_per_core_second", lambda v: fmt(v)),
             ("errors", "errors", lambda v: fmt(v, digits=0)),
         ], "echo"),
-        ("echo: 1,000 conn × 1 in flight, 100 B, 10 s (median of 2 runs)", [
+        *[(f"echo: {c:,} conn × 1 in flight, 100 B, 10 s (median of 2 runs)", [
             ("replies/s", "replies_per_sec", lambda v: fmt(v)),
             ("p50 / p99 / p99.9", None, None),
             ("replies per connection: fewest .. most", None, None),
             ("server CPU", "cpu_cores", lambda v: fmt(v, "cores", 2)),
-        ], "echo1-1000"),
-        ("echo: 5,000 conn × 1 in flight, 100 B, 10 s (median of 2 runs)", [
-            ("replies/s", "replies_per_sec", lambda v: fmt(v)),
-            ("p50 / p99 / p99.9", None, None),
-            ("replies per connection: fewest .. most", None, None),
-            ("server CPU", "cpu_cores", lambda v: fmt(v, "cores", 2)),
-        ], "echo1-5000"),
+        ], f"echo1-{c}") for c in (1000, 5000)],
         ("broadcast: 1,000 receivers, 200 msgs/s, 10 s", [
             ("sent / delivered", None, None),
             ("lost", "lost", lambda v: fmt(v, digits=0)),
