@@ -15,7 +15,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -341,20 +341,6 @@ struct Node {
     _dir: tempfile::TempDir,
 }
 
-fn collect_pipe(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let out = Arc::new(Mutex::new(String::new()));
-    let sink = out.clone();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = String::new();
-        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-            sink.lock().unwrap().push_str(&line);
-            line.clear();
-        }
-    });
-    out
-}
-
 /// Spawn one node on `redis` (a `redis://` URL; empty: no cluster) without
 /// waiting for it to listen (its `addr` is empty until then).
 fn spawn_node(redis: &str, opts: &Opts) -> Node {
@@ -391,7 +377,7 @@ fn spawn_node(redis: &str, opts: &Opts) -> Node {
         }
     }
     let mut child = cmd.spawn().expect("ssocket starts");
-    let stderr = collect_pipe(child.stderr.take().expect("stderr"));
+    let stderr = common::collect_output(child.stderr.take().expect("stderr"));
     Node { child, stderr, addr: String::new(), _dir: dir }
 }
 

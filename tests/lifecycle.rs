@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -86,25 +85,11 @@ struct Proc {
     stderr: Arc<Mutex<String>>,
 }
 
-fn collect(pipe: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let out = Arc::new(Mutex::new(String::new()));
-    let sink = out.clone();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = String::new();
-        while reader.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-            sink.lock().unwrap().push_str(&line);
-            line.clear();
-        }
-    });
-    out
-}
-
 impl Proc {
     fn spawn(mut cmd: Command) -> Proc {
         let mut child = cmd.spawn().expect("ssocket starts");
-        let stdout = collect(child.stdout.take().expect("stdout"));
-        let stderr = collect(child.stderr.take().expect("stderr"));
+        let stdout = common::collect_output(child.stdout.take().expect("stdout"));
+        let stderr = common::collect_output(child.stderr.take().expect("stderr"));
         Proc { child, stdout, stderr }
     }
 
