@@ -13,7 +13,7 @@
 //! everyone else. Replies to a plug's own sender wait without that cut-off.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -55,6 +55,9 @@ pub struct OutQueue {
     state: Mutex<QueueState>,
     /// Bytes queued and not yet handed to the socket; the writer subtracts.
     queued: AtomicUsize,
+    /// Set with `QueueState::killed`: the writer checks it on every poll,
+    /// without the lock.
+    killed: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -107,6 +110,7 @@ impl OutQueue {
 
     fn kill(&self, code: u16, reason: &'static str) {
         self.lock().killed = Some((code, reason));
+        self.killed.store(true, Ordering::Release);
         // Always: the writer may be waiting on the socket, not the queue.
         self.waker.wake();
     }
@@ -134,13 +138,16 @@ impl OutQueue {
 
     /// Resolves once the hub has cut the client off; the close code and reason.
     pub fn poll_killed(&self, cx: &mut Context<'_>) -> Poll<(u16, &'static str)> {
-        let state = self.lock();
-        match state.killed {
-            Some(reason) => Poll::Ready(reason),
-            None => {
-                self.waker.register(cx.waker());
-                Poll::Pending
+        if !self.killed.load(Ordering::Acquire) {
+            // Registered before the second look: a kill in between wakes us.
+            self.waker.register(cx.waker());
+            if !self.killed.load(Ordering::Acquire) {
+                return Poll::Pending;
             }
+        }
+        match self.lock().killed {
+            Some(reason) => Poll::Ready(reason),
+            None => Poll::Pending,
         }
     }
 
