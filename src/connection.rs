@@ -1,24 +1,21 @@
 //! One client's connection: a writer draining the client's outbound queue
-//! into the socket, and a reader loop that checks each frame and hands good
-//! messages to the plugs, both in one task. When either half ends, the
-//! other is stopped and the client is removed from the hub (which stops its
-//! plugs).
+//! into the socket, and a reader that checks each message and hands good
+//! ones to the plugs, both in one task. When either half ends, the client
+//! is removed from the hub (which stops its plugs) and the goodbye (the
+//! closing handshake, what is left to write) runs.
 //!
-//! Written over a generic `Stream`/`Sink` so tests can drive it without a
-//! socket.
+//! Written over any byte stream ([`Socket`]) so tests can drive it without
+//! a network.
 
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde_json::json;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message as WsMessage};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::app::App;
 use crate::client::{ClientHandle, ClientId};
@@ -27,6 +24,7 @@ use crate::hub::{Next, OutQueue, Outbound, Registration};
 use crate::plugs::request::Request;
 use crate::plugs::router::error_bytes;
 use crate::protocol::ProtocolError;
+use crate::ws::{FrameError, Incoming, ReadError, Socket, WRITE_BATCH};
 
 /// Close code for a client that keeps sending malformed frames (RFC 6455:
 /// policy violation).
@@ -39,213 +37,158 @@ pub const MAX_BAD_FRAMES_IN_A_ROW: u32 = 32;
 /// WebSocket layer before it is read (RFC 6455: message too big).
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
-/// Serve one upgraded WebSocket, registered in the hub as `reg`, until
-/// either side ends.
-pub fn serve<S>(socket: S, app: App, reg: Registration) -> impl Future<Output = ()> + Send
-where
-    S: Stream<Item = Result<WsMessage, WsError>> + Sink<WsMessage> + Send + 'static,
-{
-    // Split before the future exists: an async fn keeps its arguments for
-    // its whole life, and the socket is a third of a KiB of every client's
-    // task.
-    let (sink, stream) = socket.split();
-    serve_split(sink, stream, app, reg)
+/// The largest message the WebSocket layer reads for a server whose limit
+/// is `payload_limit`: it refuses (close 1009) only messages far above the
+/// limit; those in between are read and get a clear ERROR.
+pub fn max_message(payload_limit: usize) -> usize {
+    payload_limit.saturating_mul(2).max(payload_limit + 64 * 1024)
 }
 
-async fn serve_split<W, R>(sink: W, mut stream: R, app: App, reg: Registration)
+/// Serve the WebSocket that `upgrade` yields (once the 101 is written),
+/// registered in the hub as `reg`, until either side ends. This is the
+/// whole of a client's task, so what it holds is what every idle client
+/// costs: the arguments stay for its life, and everything below borrows
+/// them rather than holding copies.
+#[allow(clippy::manual_async_fn)] // on purpose: see the comment inside
+pub fn serve<IO, E>(
+    upgrade: impl Future<Output = Result<IO, E>>,
+    app: Arc<App>,
+    reg: Registration,
+    max_message: usize,
+) -> impl Future<Output = ()>
 where
-    W: Sink<WsMessage> + Unpin,
-    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin,
+    E: std::fmt::Display,
+{
+    // An async block, not an async fn: an async fn moves its arguments
+    // into locals and keeps both copies for its whole life.
+    async move {
+        let io = match upgrade.await {
+            Ok(io) => io,
+            Err(err) => {
+                tracing::debug!("websocket upgrade failed: {err}");
+                app.hub.remove(reg.id());
+                return;
+            }
+        };
+        let mut socket = Socket::new(io, max_message);
+        run(&mut socket, &app, &reg.handle, &reg.rx).await;
+    }
+}
+
+async fn run<IO>(socket: &mut Socket<IO>, app: &App, client: &ClientHandle, queue: &OutQueue)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
 {
     app.metrics().connections_total.inc();
-    let (id, client) = (reg.id(), reg.handle);
+    let id = client.id();
     tracing::debug!(client = id, "connected");
-    app.connected(&client);
-    // The writer shares the reader's task rather than having its own: an
-    // idle client holds one task, not two, and a reply goes out in the same
-    // wake-up that read its request, with no second task to schedule
-    // (BENCHMARKS.md, issue 16).
-    let queue = reg.rx.clone();
-    let mut writer = pin!(write_loop(sink, reg.rx));
+    app.connected(client);
     let ended = {
-        let mut reader = pin!(read_loop(&mut stream, &client, &app));
-        poll_fn(|cx| {
-            if writer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ended::Writer);
-            }
-            // The writer is polled again below: what the reader queues now
-            // need not wake this task once more.
-            queue.hold_wakes();
-            if let Poll::Ready(end) = reader.as_mut().poll(cx) {
-                return Poll::Ready(Ended::Reader(end));
-            }
-            // Write what the reader has just queued now, not on the next
-            // wake-up: the writer polled first drained the earlier replies.
-            if writer.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ended::Writer);
-            }
-            Poll::Pending
-        })
-        .await
+        let limits = &app.settings.limits;
+        let mut state = ReaderState {
+            id,
+            client: client.clone(),
+            slots: None,
+            runner: crate::plugs::Runner::default(),
+            rate: RateLimit::new(limits.messages_per_second, Instant::now()),
+            bad_in_a_row: 0,
+        };
+        open(socket, queue, &mut state, app).await
     };
     // Forget the client first: its plugs stop and shutdown need not wait
     // for the rest of the goodbye.
     app.hub.remove(id);
-    app.disconnected(&client);
+    app.disconnected(client);
     // Boxed, so the goodbye's timers take memory only while a client leaves,
     // not in every connected client's task.
-    Box::pin(goodbye(&mut stream, writer, ended)).await;
+    Box::pin(goodbye(socket, queue, ended)).await;
     tracing::debug!(client = id, "disconnected");
 }
 
-/// Which half of the connection stopped first.
+/// Why the open part of a connection ended.
+#[derive(Debug)]
 enum Ended {
-    /// The writer: the queue closed or the client was killed (a close frame
-    /// went out).
-    Writer,
+    /// The writer stopped.
+    Writer(WriteEnd),
     Reader(ReadEnd),
 }
 
-/// After the client left the hub: finish the closing handshake and let the
-/// writer flush what is queued (a close frame, say).
-async fn goodbye<R, W>(stream: &mut R, mut writer: Pin<&mut W>, ended: Ended)
-where
-    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
-    W: Future<Output = ()>,
-{
-    let (mut writer_done, closing) = match ended {
-        Ended::Writer => (true, true),
-        Ended::Reader(end) => (false, end == ReadEnd::Closing),
-    };
-    if closing {
-        // A close frame went (or is going) out: read on, discarding, until
-        // the client's close reply, as the closing handshake asks, while the
-        // writer sends what is left. Dropping the socket with unread input
-        // makes the kernel reset the connection, and the client would lose
-        // our close frame and code.
-        let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-        let mut drain = pin!(tokio::time::timeout(CLOSE_HANDSHAKE, drain));
-        loop {
-            tokio::select! {
-                _ = &mut drain => break,
-                () = writer.as_mut(), if !writer_done => writer_done = true,
-            }
-        }
-    }
-    // The queue's sender is gone with the hub entry, so the writer flushes
-    // what is queued and ends by itself; bound the wait so a peer that
-    // stopped reading cannot hold the task (dropping the writer stops it).
-    if !writer_done {
-        let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
-    }
+/// Why the writer stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum WriteEnd {
+    /// A close frame went out (the queue closed or held a close).
+    Closed,
+    /// The hub cut off a slow consumer: drop what is queued, close with
+    /// this code.
+    Killed(u16, &'static str),
+    /// The socket failed.
+    Failed,
 }
-
-/// Drain the client's queue into the socket until the queue closes, or,
-/// if the hub kills the client (slow consumer), drop what is queued and
-/// close at once.
-async fn write_loop<W>(mut sink: W, rx: Arc<OutQueue>)
-where
-    W: Sink<WsMessage> + Unpin,
-{
-    let killed = tokio::select! {
-        _ = drain(&mut sink, &rx) => None,
-        reason = poll_fn(|cx| rx.poll_killed(cx)) => Some(reason),
-    };
-    if let Some((code, reason)) = killed {
-        // Best effort: a client that stopped reading may never see it.
-        // Boxed, like every goodbye: its timer is not held while connected.
-        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), sink.send(close_frame(code, reason)))).await;
-        return;
-    }
-    let _ = sink.close().await;
-}
-
-async fn drain<W>(sink: &mut W, rx: &OutQueue)
-where
-    W: Sink<WsMessage> + Unpin,
-{
-    while let Next::Item(first) = poll_fn(|cx| rx.poll_next(cx)).await {
-        // Feed everything already queued, then flush once: one syscall for
-        // a burst of yields instead of one per message.
-        let mut next = Some(first);
-        while let Some(out) = next {
-            let frame = match out {
-                Outbound::Binary(bytes) => {
-                    rx.sent(bytes.len());
-                    WsMessage::Binary(bytes)
-                }
-                Outbound::Close(code, reason) => {
-                    let _ = sink.send(close_frame(code, reason)).await;
-                    return;
-                }
-            };
-            if sink.feed(frame).await.is_err() {
-                return;
-            }
-            next = rx.try_recv();
-        }
-        if sink.flush().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// How long to wait for a client's reply to our close frame.
-const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
 /// Why the reader stopped.
 #[derive(Debug, PartialEq, Eq)]
 enum ReadEnd {
-    /// The client closed, vanished or broke the protocol.
+    /// The client closed, vanished or broke the connection.
     Gone,
     /// We asked the client to close (a close frame is queued).
     Closing,
 }
 
-/// What the reader keeps about one client.
-struct ReaderState {
-    id: ClientId,
-    client: ClientHandle,
-    /// `limits.maxInFlightPerClient` permits.
-    slots: Arc<crate::plugs::ClientSlots>,
-    /// Where this client's inline plug runs go.
-    runner: crate::plugs::Runner,
-    rate: RateLimit,
-    bad_in_a_row: u32,
+/// What one poll of the open connection found.
+enum Step {
+    Wrote(WriteEnd),
+    Read(Result<Incoming, ReadError>),
 }
 
-async fn read_loop<R>(stream: &mut R, client: &ClientHandle, app: &App) -> ReadEnd
+/// Serve the client until the reader or the writer stops. The writer
+/// shares the reader's task rather than having its own: an idle client
+/// holds one task, not two, and a reply goes out in the same wake-up that
+/// read its request (BENCHMARKS.md, issue 16).
+async fn open<IO>(socket: &mut Socket<IO>, queue: &OutQueue, state: &mut ReaderState, app: &App) -> Ended
 where
-    R: Stream<Item = Result<WsMessage, WsError>> + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let id = state.id;
     let limits = &app.settings.limits;
-    let id = client.id();
-    let mut state = ReaderState {
-        id,
-        client: client.clone(),
-        slots: crate::plugs::ClientSlots::new(limits.max_in_flight_per_client),
-        runner: crate::plugs::Runner::default(),
-        rate: RateLimit::new(limits.messages_per_second, Instant::now()),
-        bad_in_a_row: 0,
-    };
-    while let Some(item) = stream.next().await {
-        let msg = match item {
-            Ok(msg) => msg,
-            Err(err) => {
+    loop {
+        let step = poll_fn(|cx| {
+            if let Poll::Ready(end) = poll_write(socket, queue, cx) {
+                return Poll::Ready(Step::Wrote(end));
+            }
+            // The writer is polled again below: what the reader queues now
+            // need not wake this task once more.
+            queue.hold_wakes();
+            if let Poll::Ready(read) = socket.poll_next(cx) {
+                return Poll::Ready(Step::Read(read));
+            }
+            // Write what was just queued (a pong, replies) now, not on the
+            // next wake-up.
+            if let Poll::Ready(end) = poll_write(socket, queue, cx) {
+                return Poll::Ready(Step::Wrote(end));
+            }
+            Poll::Pending
+        })
+        .await;
+        let msg = match step {
+            Step::Wrote(end) => return Ended::Writer(end),
+            Step::Read(Ok(Incoming::Close(_))) => return Ended::Reader(ReadEnd::Gone),
+            Step::Read(Ok(msg)) => msg,
+            Step::Read(Err(ReadError::Frame(err))) => {
+                tracing::debug!(client = id, "closing: {err}");
+                let reason = match err {
+                    FrameError::TooBig { .. } => "message too big (see payloadLimit)",
+                    FrameError::BadUtf8 => "invalid UTF-8",
+                    FrameError::Protocol(why) => why,
+                };
+                app.hub.close(id, err.close_code(), reason);
+                return Ended::Reader(ReadEnd::Closing);
+            }
+            Step::Read(Err(err)) => {
                 tracing::debug!(client = id, "read error: {err}");
-                if is_too_big(&err) {
-                    app.hub.close(id, CLOSE_TOO_BIG, "message too big (see payloadLimit)");
-                    return ReadEnd::Closing;
-                }
-                return ReadEnd::Gone;
+                return Ended::Reader(ReadEnd::Gone);
             }
         };
-        if msg.is_close() {
-            return ReadEnd::Gone;
-        }
-        if !(msg.is_binary() || msg.is_text()) {
-            continue; // ping, pong: the WebSocket layer answers pings itself
-        }
         let verdict = if state.rate.is_unlimited() { Rate::Allowed } else { state.rate.check(Instant::now()) };
         match verdict {
             Rate::Allowed => {}
@@ -256,7 +199,7 @@ where
                 );
                 let context = json!({"limit": "limits.messagesPerSecond", "value": limits.messages_per_second});
                 let event = match &msg {
-                    WsMessage::Binary(frame) => peek_event(frame),
+                    Incoming::Binary(frame) => peek_event(frame),
                     _ => "",
                 };
                 app.metrics().rate_limited.inc();
@@ -266,14 +209,27 @@ where
             Rate::Flooding => {
                 tracing::info!(client = id, "closing: kept sending over limits.messagesPerSecond");
                 app.hub.close(id, CLOSE_POLICY, "rate limit exceeded");
-                return ReadEnd::Closing;
+                return Ended::Reader(ReadEnd::Closing);
             }
         }
-        let ok = if let WsMessage::Binary(frame) = msg {
+        let ok = if let Incoming::Binary(frame) = msg {
             // Boxed: a message's state (its plug lookup, slots, invocation)
             // is held only while it is dispatched, not by every idle client's
             // task (one allocation per message; BENCHMARKS.md, issue 16).
-            Box::pin(handle_frame(frame, &mut state, app)).await
+            let mut dispatch = Box::pin(handle_frame(frame, state, app));
+            // The writer goes on while a dispatch waits (for an in-flight
+            // slot, say); reading waits for it.
+            let done = poll_fn(|cx| {
+                if let Poll::Ready(ok) = dispatch.as_mut().poll(cx) {
+                    return Poll::Ready(Ok(ok));
+                }
+                poll_write(socket, queue, cx).map(Err)
+            })
+            .await;
+            match done {
+                Ok(ok) => ok,
+                Err(end) => return Ended::Writer(end),
+            }
         } else {
             let text = "text frames are not part of the protocol: send binary frames (see the README's wire format)";
             refuse(app, id, "", ErrorCode::TextFrame, text, json!({}));
@@ -283,10 +239,158 @@ where
         if state.bad_in_a_row >= MAX_BAD_FRAMES_IN_A_ROW {
             tracing::info!(client = id, "closing: {} malformed frames in a row", state.bad_in_a_row);
             app.hub.close(id, CLOSE_POLICY, "too many malformed frames");
-            return ReadEnd::Closing;
+            return Ended::Reader(ReadEnd::Closing);
         }
     }
-    ReadEnd::Gone
+}
+
+/// Move the client's queue into the socket: up to [`WRITE_BATCH`] bytes
+/// gathered, then written in one go, while the socket takes them. Ready
+/// when the writer is done: a close frame went out, the hub cut the client
+/// off, or the socket failed.
+fn poll_write<IO>(socket: &mut Socket<IO>, queue: &OutQueue, cx: &mut Context<'_>) -> Poll<WriteEnd>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    if let Poll::Ready((code, reason)) = queue.poll_killed(cx) {
+        return Poll::Ready(WriteEnd::Killed(code, reason));
+    }
+    loop {
+        if socket.pending_output() > 0 {
+            match socket.poll_flush(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(_)) => return Poll::Ready(WriteEnd::Failed),
+                Poll::Ready(Ok(())) => {}
+            }
+        }
+        if socket.close_sent() {
+            return Poll::Ready(WriteEnd::Closed);
+        }
+        let mut next = match queue.poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Next::Closed) => {
+                // The client left the hub with nothing more to say.
+                socket.send_close(None, "");
+                continue;
+            }
+            Poll::Ready(Next::Item(item)) => Some(item),
+        };
+        // Payload bytes queued, plus room for frame headers.
+        let queued = queue.queued();
+        socket.reserve_output(queued.saturating_add(queued / 8 + 16).min(WRITE_BATCH + 64));
+        // Everything already queued, up to a batch, then one write: one
+        // syscall for a burst of yields instead of one per message.
+        while let Some(item) = next.take() {
+            match item {
+                Outbound::Binary(bytes) => {
+                    queue.sent(bytes.len());
+                    socket.send_binary(&bytes);
+                }
+                Outbound::Close(code, reason) => {
+                    socket.send_close(Some(code), reason);
+                    break;
+                }
+            }
+            if socket.pending_output() < WRITE_BATCH {
+                next = queue.try_recv();
+            }
+        }
+    }
+}
+
+/// How long to wait for a client's reply to our close frame.
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+/// How long the goodbye may take to write what is left.
+const FLUSH_AT_GOODBYE: Duration = Duration::from_secs(5);
+/// How long a cut-off slow consumer's close frame may take to go out.
+const FLUSH_WHEN_KILLED: Duration = Duration::from_secs(1);
+
+/// After the client left the hub: let the writer send what is left (the
+/// queue is closed, so it ends with a close frame), and, when a close
+/// frame went out from us, read on, discarding, until the client's close
+/// reply, as the closing handshake asks. Dropping the socket with unread
+/// input makes the kernel reset the connection, and the client would lose
+/// our close frame and code.
+async fn goodbye<IO>(socket: &mut Socket<IO>, queue: &OutQueue, ended: Ended)
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut killed = false;
+    let (mut writing, mut reading) = match ended {
+        Ended::Writer(WriteEnd::Failed) => return,
+        Ended::Writer(WriteEnd::Closed) => (true, true),
+        Ended::Writer(WriteEnd::Killed(code, reason)) => {
+            socket.send_close(Some(code), reason);
+            killed = true;
+            (true, true)
+        }
+        Ended::Reader(ReadEnd::Closing) => (true, true),
+        Ended::Reader(ReadEnd::Gone) => (true, false),
+    };
+    let mut write_until = pin!(tokio::time::sleep(if killed { FLUSH_WHEN_KILLED } else { FLUSH_AT_GOODBYE }));
+    let mut read_until = pin!(tokio::time::sleep(CLOSE_HANDSHAKE));
+    while writing || reading {
+        let step = poll_fn(|cx| {
+            if writing {
+                let end = if killed {
+                    // Cut off: only the close frame (after what was begun).
+                    socket.poll_flush(cx).map(|r| r.map_or(WriteEnd::Failed, |()| WriteEnd::Closed))
+                } else {
+                    poll_write(socket, queue, cx)
+                };
+                match end {
+                    Poll::Ready(WriteEnd::Killed(code, reason)) => {
+                        socket.send_close(Some(code), reason);
+                        killed = true;
+                        cx.waker().wake_by_ref();
+                    }
+                    Poll::Ready(WriteEnd::Failed) => {
+                        (writing, reading) = (false, false);
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(WriteEnd::Closed) => {
+                        writing = false;
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => {}
+                }
+                if write_until.as_mut().poll(cx).is_ready() {
+                    (writing, reading) = (false, false);
+                    return Poll::Ready(());
+                }
+            }
+            while reading {
+                match socket.poll_next(cx) {
+                    Poll::Ready(Ok(Incoming::Close(_))) | Poll::Ready(Err(_)) => {
+                        reading = false;
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending => {
+                        if read_until.as_mut().poll(cx).is_ready() {
+                            reading = false;
+                            return Poll::Ready(());
+                        }
+                        break;
+                    }
+                }
+            }
+            Poll::Pending
+        });
+        step.await;
+    }
+}
+
+/// What the reader keeps about one client.
+struct ReaderState {
+    id: ClientId,
+    client: ClientHandle,
+    /// `limits.maxInFlightPerClient` permits, from the first message on.
+    slots: Option<Arc<crate::plugs::ClientSlots>>,
+    /// Where this client's inline plug runs go.
+    runner: crate::plugs::Runner,
+    rate: RateLimit,
+    bad_in_a_row: u32,
 }
 
 /// Check one binary frame and dispatch it (waiting for an in-flight slot).
@@ -308,7 +412,9 @@ async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool 
     }
     match Request::read(&frame) {
         Ok(msg) => {
-            app.plugs.dispatch(&state.client, msg, frame, &state.slots, &mut state.runner).await;
+            let max = app.settings.limits.max_in_flight_per_client;
+            let slots = state.slots.get_or_insert_with(|| crate::plugs::ClientSlots::new(max));
+            app.plugs.dispatch(&state.client, msg, frame, slots, &mut state.runner).await;
             true
         }
         Err(err) => {
@@ -381,16 +487,6 @@ impl RateLimit {
     }
 }
 
-/// Whether a read failed because the frame or message is larger than the
-/// WebSocket layer accepts.
-fn is_too_big(err: &WsError) -> bool {
-    matches!(err, WsError::Capacity(_))
-}
-
-fn close_frame(code: u16, reason: &'static str) -> WsMessage {
-    WsMessage::Close(Some(CloseFrame { code: CloseCode::from(code), reason: reason.into() }))
-}
-
 fn malformed(err: &ProtocolError) -> String {
     format!("malformed message: {err}")
 }
@@ -432,6 +528,24 @@ mod tests {
             assert_eq!(rate.check(later), Rate::Allowed);
         }
         assert_eq!(rate.check(later), Rate::Refused);
+    }
+
+    /// The size of what `make` returns, without calling it.
+    fn size_of_return<A, R>(_make: impl Fn(A) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// A client's task is this future: it is most of what an idle client
+    /// costs (BENCHMARKS.md, issue 16: 2.6 KiB with tungstenite's futures,
+    /// when a client cost 5.9 KiB in all).
+    #[test]
+    fn a_clients_task_stays_small() {
+        type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+        let size = size_of_return(|(app, reg): (Arc<App>, Registration)| {
+            serve(std::future::pending::<Result<Io, hyper::Error>>(), app, reg, 0)
+        });
+        println!("the connection future: {size} bytes");
+        assert!(size <= 640, "the connection future grew to {size} bytes");
     }
 
     #[test]

@@ -29,6 +29,9 @@
 //! - [`files`]: `staticFolder`, an app's own files at `/`.
 //! - [`offload`]: blocking code waiting on a future of our own runtimes.
 //! - [`connection`]: one client's socket: its reader and writer, in one task.
+//! - [`ws`]: the WebSocket protocol (RFC 6455) over the upgraded stream,
+//!   holding no buffer while a client is idle; [`ws::frame`] parses and
+//!   writes frames.
 //! - [`listener`]: the accept loop (TCP_NODELAY, optional TLS handshake).
 //! - [`upgrade`]: the WebSocket handshake, with socket buffers sized by us.
 //! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.
@@ -69,3 +72,4 @@ pub mod timers;
 pub mod tls;
 pub mod tools;
 pub mod upgrade;
+pub mod ws;

@@ -1,49 +1,26 @@
 //! The WebSocket upgrade at `/`, done here instead of by warp's `ws()`
-//! filter so the socket's buffers can be sized.
+//! filter so the connection can be ours.
 //!
 //! warp 0.4 builds tokio-tungstenite with its default 128 KiB read buffer,
 //! zero-filled on every read and kept for the life of the connection: 137
 //! KiB of RSS per idle client and a third of the throughput at 1,000 busy
-//! ones (measured, BENCHMARKS.md). warp has no setting for it, so this
-//! filter checks the handshake headers itself, takes hyper's `OnUpgrade`
-//! from the request and builds the stream with [`socket_config`]. warp
-//! still does the routing and the HTTP, with or without TLS.
+//! ones (measured, BENCHMARKS.md). So this filter checks the handshake
+//! headers itself, takes hyper's `OnUpgrade` from the request and serves
+//! the upgraded stream with [`crate::ws`], which holds no buffer while a
+//! client is idle. warp still does the routing and the HTTP, with or
+//! without TLS.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use rhai::{Dynamic, Map};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 use warp::http::{HeaderMap, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use crate::app::App;
 use crate::errors::ErrorCode;
 use crate::plugs::values::from_json;
-
-/// Bytes read from the socket at a time. Messages larger than this still
-/// arrive whole (the buffer grows for them, then is reused). tungstenite
-/// allocates it up front for every connection: 1 KiB instead of 4 KiB took
-/// idle connections from 6.8 to 5.3 KiB with no change in echo throughput
-/// (BENCHMARKS.md). Smaller costs throughput (issue 16, 50 clients with 4
-/// requests each in flight: 512 B about 3 % fewer replies per second,
-/// 256 B 20 %), so it stays at 1 KiB.
-pub const READ_BUFFER: usize = 1024;
-/// Outgoing bytes gathered before a write: small replies go out in batches.
-pub const WRITE_BUFFER: usize = 16 * 1024;
-
-/// The socket settings for a server whose largest message is `payload_limit`.
-pub fn socket_config(payload_limit: usize) -> WebSocketConfig {
-    // The WebSocket layer refuses (close 1009) only messages far above the
-    // limit; those in between reach the connection and get a clear ERROR.
-    let max = payload_limit.saturating_mul(2).max(payload_limit + 64 * 1024);
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max))
-}
 
 /// The peer's address, put on each request by the accept loop
 /// ([`crate::listener`]) for `on_auth` and refusal logs.
@@ -63,6 +40,9 @@ struct Upgrade {
 /// `maxConnections` and 401 whom identity checks refuse, else answer 101
 /// and serve the socket.
 pub fn route(app: App) -> impl Filter<Extract = (Box<dyn Reply>,), Error = Rejection> + Clone {
+    // Shared, not cloned, per connection: every client's task holds it for
+    // its whole life, and an `App` is 192 bytes.
+    let app = Arc::new(app);
     let query = warp::query::raw().or(warp::any().map(String::new)).unify();
     warp::path::end()
         .and(warp::get())
@@ -94,7 +74,7 @@ pub fn route(app: App) -> impl Filter<Extract = (Box<dyn Reply>,), Error = Rejec
         )
 }
 
-async fn accept(app: App, upgrade: Upgrade) -> Box<dyn Reply> {
+async fn accept(app: Arc<App>, upgrade: Upgrade) -> Box<dyn Reply> {
     let max = app.settings.max_connections;
     if max > 0 && app.hub.len() >= max {
         tracing::warn!("refused a connection: maxConnections ({max}) reached");
@@ -114,25 +94,14 @@ async fn accept(app: App, upgrade: Upgrade) -> Box<dyn Reply> {
         return Box::new(warp::reply::with_status("connection cannot be upgraded\n", StatusCode::BAD_REQUEST));
     };
     let key = upgrade.key;
-    let config = socket_config(app.settings.payload_limit);
+    let max_message = crate::connection::max_message(app.settings.payload_limit);
     // In the hub before the 101 goes out: a client that sees its socket open
     // is already counted, and reached by any broadcast sent after that.
     // What is sent to it before its task runs waits in its queue.
     let reg = app.hub.register_as(user);
     // The upgrade completes once the 101 below has been written.
-    tokio::spawn(async move {
-        match on_upgrade.await {
-            Ok(upgraded) => {
-                let io = hyper_util::rt::TokioIo::new(upgraded);
-                let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-                crate::connection::serve(socket, app, reg).await;
-            }
-            Err(err) => {
-                tracing::debug!("websocket upgrade failed: {err}");
-                app.hub.remove(reg.id());
-            }
-        }
-    });
+    let upgraded = async move { on_upgrade.await.map(hyper_util::rt::TokioIo::new) };
+    tokio::spawn(crate::connection::serve(upgraded, app, reg, max_message));
     let reply = warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
     let reply = warp::reply::with_header(reply, "connection", "upgrade");
     let reply = warp::reply::with_header(reply, "upgrade", "websocket");

@@ -192,28 +192,34 @@ async fn clients_vanishing_mid_stream_leave_nothing_running() {
     let _memory = MEMORY.lock().await;
     let firehose = ("firehose.rhai", "fn f(msg, yield_msg) { for i in 0..100000 { yield_msg(#{payload: i}); } }");
     let server = start_with_plugs(&[firehose, ECHO], |s| s.limits.max_in_flight = 512).await;
-    let rss_before = ssocket::metrics::rss_bytes().unwrap_or(0);
-    let mut clients = Vec::new();
-    for _ in 0..200 {
-        let mut c = server.client().await;
-        c.send("firehose", json!({})).await;
-        clients.push(c);
+    // Several rounds: the first ones take the process (server and clients,
+    // on the system allocator) to a working size it keeps, 100 to 160 MiB
+    // here, with the code before and after the WebSocket rewrite alike; a
+    // leak would show as growth after that, round upon round.
+    let mut rss = Vec::new();
+    for _ in 0..5 {
+        let mut clients = Vec::new();
+        for _ in 0..200 {
+            let mut c = server.client().await;
+            c.send("firehose", json!({})).await;
+            clients.push(c);
+        }
+        for c in clients.iter_mut() {
+            c.recv().await; // each plug is streaming
+        }
+        drop(clients); // vanish without a close handshake
+                       // Generous deadlines: on 2 cores this may share the CPU with other tests.
+        assert!(server.wait_connected(0, Duration::from_secs(30)).await, "the hub forgot them");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while server.running.app.plugs.in_flight() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(server.running.app.plugs.in_flight(), 0, "every plug stopped");
+        let mut c = server.ready_client().await;
+        assert_eq!(c.request("echo", json!("still here")).await.payload, json!("still here"));
+        rss.push(ssocket::metrics::rss_bytes().unwrap_or(0) >> 20);
     }
-    for c in clients.iter_mut() {
-        c.recv().await; // each plug is streaming
-    }
-    drop(clients); // vanish without a close handshake
-                   // Generous deadlines: on 2 cores this may share the CPU with other tests.
-    assert!(server.wait_connected(0, Duration::from_secs(30)).await, "the hub forgot them");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.running.app.plugs.in_flight() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(server.running.app.plugs.in_flight(), 0, "every plug stopped");
-    let mut c = server.ready_client().await;
-    assert_eq!(c.request("echo", json!("still here")).await.payload, json!("still here"));
-    let rss_after = ssocket::metrics::rss_bytes().unwrap_or(0);
-    assert!(rss_after < rss_before + 64 * 1024 * 1024, "RSS {} → {} MiB", rss_before >> 20, rss_after >> 20);
+    assert!(rss[4] < rss[2] + 48, "RSS after each round (MiB): {rss:?}");
 }
 
 /// A tiny deterministic PRNG (xorshift64*), so the storm is repeatable.

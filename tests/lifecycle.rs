@@ -561,7 +561,10 @@ fn INIT(server) {
 "#,
     )
     .unwrap();
-    let mut p = Proc::spawn(ssocket(dir.path(), &[&LOOPBACK[..], &["--limits.timeoutMs", "100"]].concat()));
+    // No operation limit: on a fast machine the loop reached the default
+    // 10,000,000 operations within the 100 ms and was stopped by that.
+    let limits = ["--limits.timeoutMs", "100", "--limits.maxOperations", "0"];
+    let mut p = Proc::spawn(ssocket(dir.path(), &[&LOOPBACK[..], &limits].concat()));
     p.addr();
     let logged =
         p.wait_stderr(START_TIMEOUT, |err| err.contains("tick 3") && err.contains("exceeded limits.timeoutMs"));
