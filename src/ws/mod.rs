@@ -32,6 +32,14 @@ const READ_CHUNK: usize = 16 * 1024;
 /// message) here; the rest waits in its queue, where the slow-consumer
 /// limit sees it.
 pub const WRITE_BATCH: usize = 16 * 1024;
+/// Room made ahead for a frame that has begun to arrive, at most: a client
+/// that sends only a header declaring a large frame gets no more memory
+/// than the bytes it actually sends.
+const RESERVE_AHEAD: usize = 64 * 1024;
+/// Pongs are queued only while less than this is waiting to be written: a
+/// client that sends pings and never reads cannot grow our output. RFC
+/// 6455 section 5.5.3 lets an endpoint answer only the latest ping.
+const PONG_BACKLOG: usize = 4 * 1024;
 
 /// A whole message or a close, as the connection sees it. Pings are
 /// answered here; pongs are dropped.
@@ -110,7 +118,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Socket<IO> {
                         at = 0;
                     }
                     // Room for the rest of the frame, once (not per read).
-                    held.reserve_exact(need.saturating_sub(held.len() - at));
+                    held.reserve_exact(need.saturating_sub(held.len() - at).min(RESERVE_AHEAD));
                     self.input = held;
                     self.input_at = at;
                 }
@@ -136,7 +144,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Socket<IO> {
             let found = self.take_frames(read, &mut at, &mut need);
             if at < read.len() {
                 self.input.clear();
-                self.input.reserve_exact(need.max(read.len() - at));
+                self.input.reserve_exact(need.min(RESERVE_AHEAD).max(read.len() - at));
                 self.input.extend_from_slice(&read[at..]);
                 self.input_at = 0;
             }
@@ -171,7 +179,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Socket<IO> {
         frame::unmask_into(&mut unmasked, payload, header.mask);
         match header.opcode {
             Opcode::Ping => {
-                if !self.close_sent {
+                if !self.close_sent && self.pending_output() < PONG_BACKLOG {
                     frame::write_frame(&mut self.output, Opcode::Pong, &unmasked);
                 }
                 Ok(None)
@@ -370,6 +378,32 @@ mod tests {
                 other => panic!("expected a frame error with {code}, got {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn a_client_that_pings_and_never_reads_cannot_grow_our_output() {
+        let (mut client, server) = tokio::io::duplex(256);
+        let mut socket = Socket::new(server, 1000);
+        let pings: Vec<u8> = (0..2000).flat_map(|_| client_frame(0x89, &[b'p'; 125])).collect();
+        let writer = tokio::spawn(async move {
+            client.write_all(&pings).await.unwrap();
+            client.write_all(&client_frame(0x82, b"after")).await.unwrap();
+            client // kept open, never read
+        });
+        assert_eq!(next(&mut socket).await.unwrap(), Incoming::Binary(b"after".to_vec().into()));
+        assert!(socket.pending_output() < PONG_BACKLOG + 127, "{} bytes of pongs", socket.pending_output());
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_header_declaring_a_large_frame_buys_no_more_than_the_bytes_sent() {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let mut socket = Socket::new(server, 1 << 30);
+        let frame = client_frame(0x82, &vec![1; 100 << 20]);
+        client.write_all(&frame[..1000]).await.unwrap();
+        let pending = poll_fn(|cx| Poll::Ready(socket.poll_next(cx).is_pending())).await;
+        assert!(pending, "a frame of 100 MiB is not whole after 1,000 bytes");
+        assert!(socket.input.capacity() <= RESERVE_AHEAD + READ_CHUNK, "{} bytes held", socket.input.capacity());
     }
 
     #[tokio::test]
