@@ -200,12 +200,12 @@ pub fn close_code(payload: &[u8]) -> Result<Option<u16>, FrameError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use proptest::prelude::*;
 
     /// A client frame as a client library writes it.
-    fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    pub(in crate::ws) fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
         let mut out = vec![first];
         let len = payload.len();
         if len < 126 {
