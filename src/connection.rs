@@ -256,12 +256,13 @@ where
         return Poll::Ready(WriteEnd::Killed(code, reason));
     }
     loop {
-        if socket.pending_output() > 0 {
-            match socket.poll_flush(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(_)) => return Poll::Ready(WriteEnd::Failed),
-                Poll::Ready(Ok(())) => {}
-            }
+        // Always, even with nothing of ours unwritten: a TLS stream may hold
+        // bytes of its own from a flush that could not finish (for plain
+        // TCP this is a no-op).
+        match socket.poll_flush(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(WriteEnd::Failed),
+            Poll::Ready(Ok(())) => {}
         }
         if socket.close_sent() {
             return Poll::Ready(WriteEnd::Closed);
@@ -528,6 +529,68 @@ mod tests {
             assert_eq!(rate.check(later), Rate::Allowed);
         }
         assert_eq!(rate.check(later), Rate::Refused);
+    }
+
+    /// A stream whose first flush cannot finish, as a TLS stream's may not
+    /// when the socket is full: it keeps bytes of its own until flushed.
+    #[derive(Default)]
+    struct FlushesOnSecondTry {
+        written: Vec<u8>,
+        refused_once: bool,
+        /// A flush after the refused one finished.
+        flushed: bool,
+    }
+
+    impl tokio::io::AsyncRead for FlushesOnSecondTry {
+        fn poll_read(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl tokio::io::AsyncWrite for FlushesOnSecondTry {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            if self.written.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if !self.refused_once {
+                self.refused_once = true;
+                cx.waker().wake_by_ref(); // as the socket turning writable would
+                return Poll::Pending;
+            }
+            self.flushed = true;
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flush_the_stream_could_not_finish_is_tried_again_with_nothing_of_ours_left() {
+        let hub = crate::hub::Hub::new();
+        let reg = hub.register();
+        hub.send_to(reg.id(), Bytes::from_static(b"hello"));
+        let mut socket = Socket::new(FlushesOnSecondTry::default(), 1000);
+        for why in ["written, but the stream's flush is pending", "then waiting for the queue"] {
+            let pending = poll_fn(|cx| Poll::Ready(poll_write(&mut socket, &reg.rx, cx).is_pending())).await;
+            assert!(pending, "{why}");
+        }
+        assert!(socket.get_ref().flushed, "the stream was flushed again");
+        assert_eq!(socket.get_ref().written, [0x82, 5, b'h', b'e', b'l', b'l', b'o']);
     }
 
     /// The size of what `make` returns, without calling it.

@@ -222,6 +222,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Socket<IO> {
         }
     }
 
+    /// The stream underneath.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
     /// Bytes waiting to be written.
     pub fn pending_output(&self) -> usize {
         self.output.len() - self.output_at
