@@ -53,6 +53,11 @@ pub enum Outbound {
 #[derive(Default)]
 pub struct OutQueue {
     state: Mutex<QueueState>,
+    /// The writer found the queue empty and waits: only then does a push
+    /// need to wake it (under load it rarely is, and the wake-up is the
+    /// costly part of a push). Set under the lock (see `poll_next`); an
+    /// atomic so `hold_wakes`, called on every poll, takes no lock.
+    waiting: AtomicBool,
     /// Bytes queued and not yet handed to the socket; the writer subtracts.
     queued: AtomicUsize,
     /// Set with `QueueState::killed`: the writer checks it on every poll,
@@ -69,10 +74,6 @@ struct QueueState {
     /// Set when the hub cuts off a slow consumer: the writer drops what is
     /// queued and closes with this code at once.
     killed: Option<(u16, &'static str)>,
-    /// The writer found the queue empty and waits: only then does a push
-    /// need to wake it (under load it rarely is, and the wake-up is the
-    /// costly part of a push).
-    waiting: bool,
 }
 
 /// What the writer gets from its queue.
@@ -95,9 +96,10 @@ impl OutQueue {
             return Err(item);
         }
         state.items.push_back(item);
-        let wake = std::mem::take(&mut state.waiting);
         drop(state);
-        if wake {
+        // After the push is visible: a writer that set `waiting` under the
+        // lock before it either saw the item or is woken here.
+        if self.waiting.swap(false, Ordering::SeqCst) {
             self.waker.wake();
         }
         Ok(())
@@ -127,7 +129,7 @@ impl OutQueue {
         }
         // Registered under the lock: a push after it sees `waiting`.
         self.waker.register(cx.waker());
-        state.waiting = true;
+        self.waiting.store(true, Ordering::SeqCst);
         Poll::Pending
     }
 
@@ -154,7 +156,7 @@ impl OutQueue {
     /// The connection polls its writer right after its reader: pushes until
     /// then (the reader's own replies, mostly) need not wake the task again.
     pub fn hold_wakes(&self) {
-        self.lock().waiting = false;
+        self.waiting.store(false, Ordering::SeqCst);
     }
 
     /// The writer has handed `bytes` of queued messages to the socket.
