@@ -153,8 +153,13 @@ where
     let limits = &app.settings.limits;
     loop {
         let step = poll_fn(|cx| {
-            if let Poll::Ready(end) = poll_write(socket, queue, cx) {
-                return Poll::Ready(Step::Wrote(end));
+            // While whole messages are already read, their replies wait to
+            // go out with these in one write (plugs on this task answer
+            // at once; BENCHMARKS.md, issue 16).
+            if !socket.has_whole_frame() {
+                if let Poll::Ready(end) = poll_write(socket, queue, cx) {
+                    return Poll::Ready(Step::Wrote(end));
+                }
             }
             // The writer is polled again below: what the reader queues now
             // need not wake this task once more.
@@ -213,23 +218,30 @@ where
             }
         }
         let ok = if let Incoming::Binary(frame) = msg {
-            // Boxed: a message's state (its plug lookup, slots, invocation)
-            // is held only while it is dispatched, not by every idle client's
-            // task (one allocation per message; BENCHMARKS.md, issue 16).
-            let mut dispatch = Box::pin(handle_frame(frame, state, app));
-            // The writer goes on while a dispatch waits (for an in-flight
-            // slot, say); reading waits for it.
-            let done = poll_fn(|cx| {
-                if let Poll::Ready(ok) = dispatch.as_mut().poll(cx) {
-                    return Poll::Ready(Ok(ok));
+            let (ok, here) = match dispatch(frame, state, app) {
+                Dispatch::Now(ok, here) => (ok, here),
+                Dispatch::Waiting(mut dispatch) => {
+                    // The writer goes on while a dispatch waits (for an
+                    // in-flight slot, say); reading waits for it.
+                    let done = poll_fn(|cx| {
+                        if let Poll::Ready(here) = dispatch.as_mut().poll(cx) {
+                            return Poll::Ready(Ok(here));
+                        }
+                        poll_write(socket, queue, cx).map(Err)
+                    })
+                    .await;
+                    match done {
+                        Ok(here) => (true, here),
+                        Err(end) => return Ended::Writer(end),
+                    }
                 }
-                poll_write(socket, queue, cx).map(Err)
-            })
-            .await;
-            match done {
-                Ok(ok) => ok,
-                Err(end) => return Ended::Writer(end),
+            };
+            if let Some(job) = here {
+                if let Some(end) = run_here(socket, queue, job) {
+                    return Ended::Writer(end);
+                }
             }
+            ok
         } else {
             let text = "text frames are not part of the protocol: send binary frames (see the README's wire format)";
             refuse(app, id, "", ErrorCode::TextFrame, text, json!({}));
@@ -242,6 +254,41 @@ where
             return Ended::Reader(ReadEnd::Closing);
         }
     }
+}
+
+/// Do a plug run on this task, lending it the writer for its waits
+/// (`plugs::direct`). Its replies go out on the writer's next poll, in the
+/// same wake-up. Some when the writer ended meanwhile.
+fn run_here<IO>(socket: &mut Socket<IO>, queue: &OutQueue, job: crate::plugs::Job) -> Option<WriteEnd>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut ended = None;
+    let mut drain = |wait: Duration| {
+        if ended.is_some() {
+            return false;
+        }
+        ended = if wait.is_zero() {
+            // What the socket takes now. The wakers this registers are
+            // replaced by the connection's own when the writer is next
+            // polled, right after the run.
+            match poll_write(socket, queue, &mut Context::from_waker(std::task::Waker::noop())) {
+                Poll::Ready(end) => Some(end),
+                Poll::Pending => None,
+            }
+        } else {
+            // Block this thread (the worker's other tasks move to another
+            // one) while the writer runs for `wait`.
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(async {
+                    tokio::time::timeout(wait, poll_fn(|cx| poll_write(socket, queue, cx))).await.ok()
+                })
+            })
+        };
+        ended.is_none()
+    };
+    crate::plugs::direct::lend(&mut drain, job);
+    ended
 }
 
 /// Move the client's queue into the socket: up to [`WRITE_BATCH`] bytes
@@ -394,14 +441,46 @@ struct ReaderState {
     bad_in_a_row: u32,
 }
 
-/// Check one binary frame and dispatch it (waiting for an in-flight slot).
-/// False when it was malformed.
-async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool {
-    let id = state.id;
+/// Where a binary frame's dispatch stands.
+enum Dispatch<F> {
+    /// Done: whether the frame was well-formed, and the plug run to do on
+    /// this task, if any.
+    Now(bool, Option<crate::plugs::Job>),
+    /// Waiting (for a slot, or a plug compiling). Boxed: its state is held
+    /// only while it waits, not by every idle client's task, and most
+    /// messages never need it.
+    Waiting(std::pin::Pin<Box<F>>),
+}
+
+/// Check a binary frame and dispatch its request, without waiting if it
+/// can (a separate function, so what it uses is not kept in the
+/// connection's future across the wait).
+fn dispatch<'a>(
+    frame: Bytes,
+    state: &'a mut ReaderState,
+    app: &'a App,
+) -> Dispatch<impl Future<Output = Option<crate::plugs::Job>> + 'a> {
+    let (request, frame) = match read_frame(frame, state.id, app) {
+        Ok(read) => read,
+        Err(ok) => return Dispatch::Now(ok, None),
+    };
+    let max = app.settings.limits.max_in_flight_per_client;
+    let slots = state.slots.get_or_insert_with(|| crate::plugs::ClientSlots::new(max));
+    match app.plugs.try_dispatch(&state.client, request, frame, slots, &mut state.runner) {
+        Ok(here) => Dispatch::Now(true, here),
+        Err((request, frame)) => {
+            Dispatch::Waiting(Box::pin(app.plugs.dispatch(&state.client, request, frame, slots, &mut state.runner)))
+        }
+    }
+}
+
+/// Check one binary frame: the request in it, or Err when it was refused
+/// (answered with an ERROR), true if it was well-formed all the same.
+fn read_frame(frame: Bytes, id: ClientId, app: &App) -> Result<(Request, Bytes), bool> {
     if app.is_draining() {
         let text = "the server is shutting down and takes no new messages";
         refuse(app, id, peek_event(&frame), ErrorCode::ShuttingDown, text, json!({}));
-        return true;
+        return Err(true);
     }
     let limit = app.settings.payload_limit;
     if frame.len() > limit {
@@ -409,18 +488,13 @@ async fn handle_frame(frame: Bytes, state: &mut ReaderState, app: &App) -> bool 
             format!("payload too large: message is {} bytes, the limit (payloadLimit) is {limit}", frame.len());
         let context = json!({"limit": limit, "size": frame.len()});
         refuse(app, id, peek_event(&frame), ErrorCode::PayloadTooLarge, &message, context);
-        return false;
+        return Err(false);
     }
     match Request::read(&frame) {
-        Ok(msg) => {
-            let max = app.settings.limits.max_in_flight_per_client;
-            let slots = state.slots.get_or_insert_with(|| crate::plugs::ClientSlots::new(max));
-            app.plugs.dispatch(&state.client, msg, frame, slots, &mut state.runner).await;
-            true
-        }
+        Ok(request) => Ok((request, frame)),
         Err(err) => {
             refuse(app, id, peek_event(&frame), err.code(), &malformed(&err), json!({}));
-            false
+            Err(false)
         }
     }
 }

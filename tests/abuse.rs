@@ -125,6 +125,45 @@ async fn a_plug_answering_its_own_slow_client_waits_instead_of_buffering() {
     }
 }
 
+/// As above, for a plug that runs on its connection's own task (once a run
+/// of it finished without waiting): that task is also the client's writer,
+/// which the run drives while it waits for room (`plugs::direct`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_on_its_connections_own_task_writes_its_replies_while_it_waits_for_room() {
+    let stream = (
+        "stream.rhai",
+        r#"fn f(msg, yield_msg) { let s = ""; s.pad(100000, "x"); for i in 0..msg.payload { yield_msg(#{payload: [i, s]}); } }"#,
+    );
+    let server = start_with_plugs(&[stream], |s| {
+        s.limits.outbound_queue_bytes = 1024 * 1024;
+        s.limits.timeout_ms = 60_000;
+    })
+    .await;
+    let mut c = server.ready_client().await;
+    // A first run that fits the queue: the plug settles.
+    c.send("stream", json!(2)).await;
+    for i in 0..2 {
+        assert_eq!(c.recv().await.payload[0], json!(i));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.running.app.plugs.in_flight() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the first run did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // 30 MB through a 1 MiB queue, read slowly at first.
+    c.send("stream", json!(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.connected(), 1, "a slow sender is not cut off by its own replies");
+    for i in 0..300 {
+        let r = c.recv().await;
+        assert_eq!((r.event_type, &r.payload[0]), (EventType::MESSAGE, &json!(i)), "{:?}", r.payload.get("error"));
+    }
+    // And the connection still reads: the plug (now waiting on the
+    // runner) answers again.
+    c.send("stream", json!(1)).await;
+    assert_eq!(c.recv().await.payload[0], json!(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_messages_are_refused_and_a_flood_is_closed() {
     let server = start_with_plugs(&[ECHO], |s| s.limits.messages_per_second = 20).await;

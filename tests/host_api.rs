@@ -47,17 +47,29 @@ impl Bench {
         Peer { reg: self.hub.register(), slots: ClientSlots::new(8), runner: Runner::default() }
     }
 
-    /// Send `event` with `payload` from `peer`; every message it got back
-    /// once the run has finished.
-    async fn send(&self, peer: &mut Peer, event: &str, payload: Value) -> Vec<(EventType, Value)> {
+    /// Send `event` with `payload` from `peer` and wait for the run to
+    /// finish; whether dispatch handed the run back to be done on the
+    /// connection's own task (`plugs::direct`).
+    async fn dispatch(&self, peer: &mut Peer, event: &str, payload: Value) -> bool {
         let frame = encode_parts(EventType::MESSAGE, event, payload.to_string().as_bytes()).unwrap();
         let request = Request::read(&frame).unwrap();
-        self.plugs.dispatch(&peer.reg.handle, request, frame.into(), &peer.slots, &mut peer.runner).await;
+        let here = self.plugs.dispatch(&peer.reg.handle, request, frame.into(), &peer.slots, &mut peer.runner).await;
+        let direct = here.is_some();
+        if let Some(run) = here {
+            run(); // the connection's own task: this one
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.plugs.in_flight() > 0 {
             assert!(Instant::now() < deadline, "the plug did not finish");
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        direct
+    }
+
+    /// Send `event` with `payload` from `peer`; every message it got back
+    /// once the run has finished.
+    async fn send(&self, peer: &mut Peer, event: &str, payload: Value) -> Vec<(EventType, Value)> {
+        self.dispatch(peer, event, payload).await;
         let mut out = Vec::new();
         while let Some(item) = peer.reg.rx.try_recv() {
             if let Outbound::Binary(bytes) = item {
@@ -112,6 +124,46 @@ fn s(msg, yield_msg) {
     yield_msg(#{ payload: r });
 }
 "#;
+
+/// A plug runs on the task of the connection that sent it (`plugs::direct`)
+/// only once a run of it finished without waiting, and never again once a
+/// run waited on the network: that task must stay free to notice its
+/// client leaving. A new version starts over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugs_run_on_the_connections_task_once_settled_and_never_after_a_wait() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let maybe = r#"
+        fn maybe(msg, yield_msg) {
+            if "url" in msg.payload { try { http::get(msg.payload.url); } catch {} }
+            yield_msg(#{ payload: "ok" });
+        }
+    "#;
+    let echo = "fn echo(msg, yield_msg) { yield_msg(#{ payload: msg.payload }); }";
+    let bench = Bench::new(&[("maybe.rhai", maybe), ("echo.rhai", echo)], |s| {
+        s.http.allow = vec![format!("http://{closed}")];
+    });
+    let mut a = bench.client();
+    let mut echoes = Vec::new();
+    for i in 0..3 {
+        echoes.push(bench.dispatch(&mut a, "echo", json!(i)).await);
+    }
+    assert_eq!(echoes, [false, true, true], "the first run settles the plug");
+    let mut b = bench.client();
+    assert!(bench.dispatch(&mut b, "echo", json!("b")).await, "settled for every client");
+
+    let url = json!({"url": format!("http://{closed}/")});
+    let mut runs = Vec::new();
+    for payload in [json!({}), json!({}), url.clone(), json!({}), url] {
+        runs.push(bench.dispatch(&mut a, "maybe", payload).await);
+    }
+    assert_eq!(runs, [false, true, true, false, false], "after the call out, never again");
+    let mut c = bench.client();
+    assert_eq!(bench.send(&mut c, "maybe", json!({})).await, [(EventType::MESSAGE, json!("ok"))]);
+
+    bench.rewrite("echo.rhai", &echo.replace("msg.payload", "[msg.payload]"));
+    assert!(!bench.dispatch(&mut a, "echo", json!(1)).await, "a new version settles again");
+    assert!(bench.dispatch(&mut a, "echo", json!(2)).await);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_is_shared_by_clients_and_kept_across_reloads() {

@@ -350,6 +350,16 @@ fn check(msg, yield_msg) {
 
 const ECHO: &str = "fn echo(msg, yield_msg) { yield_msg(#{ payload: msg.payload }); }";
 
+/// Calls out only when asked to, after a first reply.
+const MAYBE: &str = r#"
+fn maybe(msg, yield_msg) {
+    yield_msg(#{ payload: "before" });
+    if "url" in msg.payload {
+        yield_msg(#{ payload: http::get(msg.payload.url).status });
+    }
+}
+"#;
+
 /// Where the test's servers are, for `http.allow`.
 struct Places {
     web: String,
@@ -373,8 +383,13 @@ async fn fixture(tweak: impl FnOnce(&mut Settings, &Places)) -> Fixture {
     let places = Places { web: web.origin(), outside: outside.origin(), raw: raw.origin() };
     let fetch = format!("{PERFORM}\n{FETCH}");
     let raw_plug = format!("{PERFORM}\n{RAW}");
-    let plugs: Vec<(&str, &str)> =
-        vec![("fetch.rhai", &fetch), ("raw.rhai", &raw_plug), ("check.rhai", CHECK), ("echo.rhai", ECHO)];
+    let plugs: Vec<(&str, &str)> = vec![
+        ("fetch.rhai", &fetch),
+        ("raw.rhai", &raw_plug),
+        ("check.rhai", CHECK),
+        ("echo.rhai", ECHO),
+        ("maybe.rhai", MAYBE),
+    ];
     let server = start_with_plugs(&plugs, |s| tweak(s, &places)).await;
     Fixture { server, web, outside, raw }
 }
@@ -886,6 +901,57 @@ async fn a_client_that_leaves_cancels_its_plugs_request() {
     wait_until(|| server.running.app.plugs.in_flight() == 0).await;
     assert_eq!(f.raw.next_event().await, RawEvent::Closed("/never".into()), "the request's connection is closed");
     assert_still_serving(server, &mut other).await;
+}
+
+/// A plug that never called out runs on its connection's own task
+/// (`plugs::direct`). When it calls out after all, what it yielded before
+/// reaches the client while the call goes on; from then on its runs leave
+/// that task free, so a client leaving mid-call still cancels the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_calling_out_for_the_first_time_sends_what_it_yielded_before() {
+    let mut f = fixture(|s, p| {
+        allow_web(s, p);
+        s.http.timeout_ms = 60_000;
+        s.limits.timeout_ms = 60_000;
+    })
+    .await;
+    let server = &f.server;
+    let mut c = server.client().await;
+    assert_eq!(c.request("maybe", json!({})).await.payload, json!("before"));
+    wait_until(|| server.running.app.plugs.in_flight() == 0).await; // settled
+
+    c.send("maybe", json!({"url": f.web.url("/gate")})).await;
+    f.web.arrival().await;
+    assert_eq!(c.recv().await.payload, json!("before"), "while the gate is closed");
+    f.web.release();
+    assert_eq!(c.recv().await.payload, json!(200));
+
+    let mut leaver = server.client().await;
+    leaver.send("maybe", json!({"url": f.raw.url("/never")})).await;
+    assert_eq!(leaver.recv().await.payload, json!("before"));
+    assert_eq!(f.raw.next_event().await, RawEvent::Accepted("/never".into()));
+    leaver.close().await;
+    wait_until(|| server.running.app.plugs.in_flight() == 0).await;
+    assert_eq!(f.raw.next_event().await, RawEvent::Closed("/never".into()), "the call was cancelled");
+    assert_still_serving(server, &mut c).await;
+}
+
+/// A message to a plug that could run on the connection's own task does
+/// not overtake the client's earlier one still waiting on the runner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_messages_keep_their_order_whichever_task_runs_them() {
+    let mut f = fixture(allow_web).await;
+    let server = &f.server;
+    let mut c = server.client().await;
+    assert_eq!(c.request("echo", json!("settle")).await.payload, json!("settle"));
+    wait_until(|| server.running.app.plugs.in_flight() == 0).await;
+    c.send("fetch", get(f.web.url("/gate"))).await;
+    c.send("echo", json!("after")).await;
+    f.web.arrival().await;
+    c.expect_silence(Duration::from_millis(200)).await;
+    f.web.release();
+    assert_gate_passed(&mut c).await;
+    assert_eq!(c.recv().await.payload, json!("after"));
 }
 
 /// More plugs wait on the network than the server has async workers (the

@@ -59,6 +59,9 @@ pub struct Invocation {
     /// A tagged request: the sender gets an END message once the run is
     /// over.
     ends: bool,
+    /// Running on the task of the connection that sent it, whose writer
+    /// its waits drive (`plugs::direct`).
+    direct: bool,
 }
 
 /// Who an invocation runs for.
@@ -191,6 +194,7 @@ impl Invocation {
             deadline: None,
             inline: None,
             ends: false,
+            direct: false,
         }
     }
 
@@ -245,15 +249,36 @@ impl Invocation {
         self
     }
 
+    /// Run on the task of the connection that sent it (see
+    /// `plugs::direct`); only for an inline run.
+    pub fn direct(mut self) -> Invocation {
+        self.direct = self.inline.is_some();
+        self
+    }
+
     /// Run `wait`, a blocking wait on the network that ends early on this
     /// run's cancel flag or deadline (an HTTP request, Redis), off the
     /// async worker. Unlike a sleep it does not mark the plug slow: its
     /// runs stay in the connection's queue, one after another, so a
-    /// sender's messages keep their order (a chat on a Redis store).
+    /// sender's messages keep their order (a chat on a Redis store). It
+    /// marks the plug as waiting: its later runs leave the connection's
+    /// task free to notice the client leaving meanwhile.
     pub(crate) fn wait<T>(&self, wait: impl FnOnce(&Cancel, Option<Instant>) -> T) -> T {
         match &self.inline {
-            Some(_) => tokio::task::block_in_place(|| wait(&self.cancel, self.deadline)),
+            Some(run) => {
+                run.plug.waits.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.flush_before_wait();
+                tokio::task::block_in_place(|| wait(&self.cancel, self.deadline))
+            }
             None => wait(&self.cancel, self.deadline),
+        }
+    }
+
+    /// On the connection's task, before waiting: write what was yielded so
+    /// far (what the socket takes now), so the client has it meanwhile.
+    fn flush_before_wait(&self) {
+        if self.direct && crate::plugs::direct::drain(Duration::ZERO) == Some(false) {
+            self.cancel.cancel(); // the writer ended: the client is gone
         }
     }
 
@@ -269,6 +294,7 @@ impl Invocation {
         match &self.inline {
             Some(run) => {
                 run.plug.slow.store(true, std::sync::atomic::Ordering::Relaxed);
+                self.flush_before_wait();
                 tokio::task::block_in_place(wait)
             }
             None => wait(),
@@ -370,7 +396,21 @@ impl Invocation {
     /// Wait a moment for a full queue to drain (woken at once if the sender
     /// disconnects); true when the run must stop instead.
     fn pause(&self) -> bool {
-        self.blocking(|| self.cancel.sleep(Duration::from_millis(1))) || self.stop_reason().is_some()
+        const PAUSE: Duration = Duration::from_millis(1);
+        if let (true, Some(run)) = (self.direct, &self.inline) {
+            // On the connection's task, whose own queue may be the full
+            // one: write it meanwhile rather than sleep.
+            run.plug.slow.store(true, std::sync::atomic::Ordering::Relaxed);
+            match crate::plugs::direct::drain(PAUSE) {
+                Some(true) => return self.stop_reason().is_some(),
+                Some(false) => {
+                    self.cancel.cancel(); // the writer ended: the client is gone
+                    return true;
+                }
+                None => {} // nothing lent (a test doing the run itself): sleep
+            }
+        }
+        self.blocking(|| self.cancel.sleep(PAUSE)) || self.stop_reason().is_some()
     }
 
     /// `broadcast(reply)`: as a BROADCAST yield, whatever the reply's type.

@@ -1,6 +1,8 @@
 //! Plugs: the `.rhai` scripts that give the server its behaviour.
 //!
 //! - [`call`]: a plug run for the HTTP API, its replies collected.
+//! - [`direct`]: runs on the connection's own task, which lends them its
+//!   writer for their waits.
 //! - [`engine`]: the one Rhai `Engine` and its limits.
 //! - [`host`]: the host API plugs call, one file per namespace.
 //! - [`registry`]: which event runs which compiled script.
@@ -16,6 +18,7 @@
 //! - [`watcher`]: recompiles plugs when their files change.
 
 pub mod call;
+pub mod direct;
 pub mod engine;
 pub mod host;
 pub mod invoke;
@@ -154,8 +157,12 @@ impl Plugs {
     /// in `client_slots` (`limits.maxInFlightPerClient`) and a server-wide
     /// one (`limits.maxInFlight`), so a busy client's socket stops being
     /// read instead of piling up threads; then returns, the plug running on
-    /// the plug threads and yielding through the router. `raw` is the
-    /// request as received: the base of the first SYNC diff.
+    /// the connection's runner or the plug threads and yielding through the
+    /// router. Or it returns the run, for the caller to do at once on its
+    /// own task, lending its writer (`plugs::direct`): when the plug has
+    /// never waited and nothing of this client's is before it in the
+    /// runner. `raw` is the request as received: the base of the first
+    /// SYNC diff.
     pub async fn dispatch(
         &self,
         client: &ClientHandle,
@@ -163,52 +170,105 @@ impl Plugs {
         raw: Bytes,
         client_slots: &Arc<ClientSlots>,
         runner: &mut Runner,
-    ) {
-        // Replies, ERROR and NOT_FOUND carry the event as sent, tag included.
-        let (event, tagged) = (msg.reply_event(), msg.tag.is_some());
-        let plug = match self.lookup(&msg.event).await {
-            Lookup::Found(plug) => {
-                plug.metrics.message();
-                plug
-            }
+    ) -> Option<Job> {
+        let found = self.lookup(&msg.event).await;
+        let plug = self.found(client, &msg, found)?;
+        let inv = self.invocation(client, &msg, raw, &plug);
+        let own = client_slots.acquire().await;
+        let global = self.slots.clone().acquire_owned().await.ok()?;
+        self.start(msg, plug, inv, (own, global), runner)
+    }
+
+    /// [`Plugs::dispatch`] when it need not wait: the plug is compiled and
+    /// both slots are free, as they are for almost every message. Saves the
+    /// caller a future per message. `Err` hands the message back, with
+    /// nothing done yet, for `dispatch`.
+    pub fn try_dispatch(
+        &self,
+        client: &ClientHandle,
+        msg: Request,
+        raw: Bytes,
+        client_slots: &Arc<ClientSlots>,
+        runner: &mut Runner,
+    ) -> Result<Option<Job>, (Request, Bytes)> {
+        let Some(found) = self.registry.lookup_compiled(&msg.event) else { return Err((msg, raw)) };
+        let Some(plug) = self.found(client, &msg, found) else { return Ok(None) };
+        let Some(own) = client_slots.try_acquire() else { return Err((msg, raw)) };
+        let Ok(global) = self.slots.clone().try_acquire_owned() else { return Err((msg, raw)) };
+        let inv = self.invocation(client, &msg, raw, &plug);
+        Ok(self.start(msg, plug, inv, (own, global), runner))
+    }
+
+    /// The plug a lookup found; for none (or one that does not compile),
+    /// the client's NOT_FOUND or ERROR answer is sent.
+    fn found(&self, client: &ClientHandle, msg: &Request, found: Lookup) -> Option<Arc<registry::Plug>> {
+        let answer = match found {
+            Lookup::Found(plug) => return Some(plug),
             Lookup::NotFound => {
                 self.router.metrics().not_found();
-                self.router.not_found(client.id(), &event);
-                if tagged {
-                    self.router.end(client.id(), &event);
-                }
-                return;
+                None
             }
             Lookup::Broken(err) => {
                 self.router.metrics().plug(&msg.event).message();
-                self.router.error(client.id(), &event, err.to_reply());
-                if tagged {
-                    self.router.end(client.id(), &event);
-                }
-                return;
+                Some(err.to_reply())
             }
         };
+        // Replies, ERROR and NOT_FOUND carry the event as sent, tag included.
+        let event = msg.reply_event();
+        match answer {
+            None => self.router.not_found(client.id(), &event),
+            Some(error) => self.router.error(client.id(), &event, error),
+        }
+        if msg.tag.is_some() {
+            self.router.end(client.id(), &event);
+        }
+        None
+    }
+
+    /// The run's context; its `limits.timeoutMs` counts from here, before
+    /// any wait for a slot.
+    fn invocation(&self, client: &ClientHandle, msg: &Request, raw: Bytes, plug: &registry::Plug) -> Invocation {
         let (sender, cancel) = (Sender::Client(client.clone()), client.cancel().clone());
-        let inv = Invocation::new(sender, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw)
+        let tagged = msg.tag.is_some().then(|| msg.reply_event());
+        Invocation::new(sender, msg.event.clone(), plug.name.clone(), cancel, self.router.clone(), raw)
             .with_timeout(self.timeout)
-            .tagged(tagged.then_some(event));
-        let own = client_slots.acquire().await;
-        let Ok(global) = self.slots.clone().acquire_owned().await else { return };
+            .tagged(tagged)
+    }
+
+    /// Start a run holding its slots: on the runner or the plug threads, or
+    /// handed back to be done on the caller's task.
+    fn start(
+        &self,
+        msg: Request,
+        plug: Arc<registry::Plug>,
+        inv: Invocation,
+        slots: (ClientSlot, tokio::sync::OwnedSemaphorePermit),
+        runner: &mut Runner,
+    ) -> Option<Job> {
+        plug.metrics.message();
         let in_flight = InFlight::enter(&self.in_flight);
         let engine = self.engine.clone();
         if can_run_inline() && !plug.slow.load(Ordering::Relaxed) {
-            let inv = Arc::new(inv.inline(plug.clone()));
-            runner.run(Box::new(move || {
+            let direct = plug.may_run_direct() && runner.is_idle();
+            let inv = inv.inline(plug.clone());
+            let inv = Arc::new(if direct { inv.direct() } else { inv });
+            let job: Job = Box::new(move || {
                 invoke::run(&engine, &plug, &inv, msg);
-                drop((in_flight, own, global));
-            }));
-            return;
+                plug.settle();
+                drop((in_flight, slots));
+            });
+            if direct {
+                return Some(job);
+            }
+            runner.run(job);
+            return None;
         }
         let inv = Arc::new(inv);
         self.pool.spawn(move || {
             invoke::run(&engine, &plug, &inv, msg);
-            drop((in_flight, own, global));
+            drop((in_flight, slots));
         });
+        None
     }
 }
 
@@ -296,6 +356,16 @@ impl ClientSlots {
         Arc::new(ClientSlots { used: AtomicUsize::new(0), max, freed: tokio::sync::Notify::new() })
     }
 
+    /// A free slot now, if there is one.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<ClientSlot> {
+        if self.used.fetch_add(1, Ordering::AcqRel) < self.max {
+            return Some(ClientSlot(self.clone()));
+        }
+        // Only the connection's reader takes slots: no waiter to wake.
+        self.used.fetch_sub(1, Ordering::AcqRel);
+        None
+    }
+
     /// Wait for a free slot; it is given back when the returned guard drops.
     pub async fn acquire(self: &Arc<Self>) -> ClientSlot {
         loop {
@@ -325,8 +395,8 @@ impl Drop for ClientSlot {
     }
 }
 
-/// A plug run waiting for a connection's runner.
-type Job = Box<dyn FnOnce() + Send>;
+/// A plug run, for a connection's runner or its own task.
+pub type Job = Box<dyn FnOnce() + Send>;
 
 /// Runs one connection's inline plug runs, in the order its messages came,
 /// in a task of its own on the async workers: no thread hand-off per
@@ -335,23 +405,35 @@ type Job = Box<dyn FnOnce() + Send>;
 /// first message, so idle connections pay nothing.
 #[derive(Default)]
 pub struct Runner {
-    queue: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    /// Its queue, and how many runs are in it or running.
+    queue: Option<(tokio::sync::mpsc::UnboundedSender<Job>, Arc<AtomicUsize>)>,
 }
 
 impl Runner {
     fn run(&mut self, job: Job) {
-        let queue = self.queue.get_or_insert_with(|| {
+        let (queue, pending) = self.queue.get_or_insert_with(|| {
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+            let pending = Arc::new(AtomicUsize::new(0));
+            let done = pending.clone();
             tokio::spawn(async move {
                 while let Some(job) = rx.recv().await {
                     job();
+                    done.fetch_sub(1, Ordering::Release);
                 }
             });
-            tx
+            (tx, pending)
         });
+        pending.fetch_add(1, Ordering::Relaxed);
         if let Err(tokio::sync::mpsc::error::SendError(job)) = queue.send(job) {
+            pending.fetch_sub(1, Ordering::Relaxed);
             job(); // the runner is gone only if the runtime is stopping
         }
+    }
+
+    /// No run is queued or running: one started elsewhere now cannot
+    /// overtake an earlier message of the client's.
+    fn is_idle(&self) -> bool {
+        self.queue.as_ref().is_none_or(|(_, pending)| pending.load(Ordering::Acquire) == 0)
     }
 }
 

@@ -40,8 +40,34 @@ pub struct Plug {
     /// ran past the inline budget: its later runs go to the plug threads
     /// instead of running inline (see `plugs::invoke`).
     pub slow: std::sync::atomic::AtomicBool,
+    /// Set once a run of this version waited on another service (HTTP,
+    /// Redis): its later runs stay off the connection's own task, which
+    /// meanwhile could not notice the client leaving (`plugs::direct`).
+    pub waits: std::sync::atomic::AtomicBool,
+    /// Set once a run of this version finished without waiting: only then
+    /// may its runs go on the connection's own task, so a plug that waits
+    /// on its first run already leaves that task free.
+    pub settled: std::sync::atomic::AtomicBool,
     /// Its message counter and run-time histogram (`/metrics`).
     pub metrics: PlugMetrics,
+}
+
+impl Plug {
+    /// Its runs may go on the connection's own task (`plugs::direct`): one
+    /// finished without waiting, and none ever waited.
+    pub fn may_run_direct(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.settled.load(Relaxed) && !self.waits.load(Relaxed) && !self.slow.load(Relaxed)
+    }
+
+    /// After an inline run: if no run of it has waited so far, it may run
+    /// on the connection's task from now on.
+    pub fn settle(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.settled.load(Relaxed) && !self.waits.load(Relaxed) && !self.slow.load(Relaxed) {
+            self.settled.store(true, Relaxed);
+        }
+    }
 }
 
 /// Why a plug could not be loaded. Shown in the log, and to a client that
@@ -416,6 +442,8 @@ impl Registry {
             // A plug that can sleep starts on the plug threads: a sleep inline
             // would hold up the other messages of its client meanwhile.
             slow: std::sync::atomic::AtomicBool::new(source.contains("sleep")),
+            waits: std::sync::atomic::AtomicBool::new(false),
+            settled: std::sync::atomic::AtomicBool::new(false),
             name: name.into(),
             path: path.to_path_buf(),
             ast,

@@ -222,6 +222,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Socket<IO> {
         }
     }
 
+    /// A whole frame is read and waiting: a caller that uses it before
+    /// writing sends the replies to several pipelined messages in one write.
+    /// (Not when only part of one is here: its rest may wait for a reply.)
+    pub fn has_whole_frame(&self) -> bool {
+        let rest = &self.input[self.input_at..];
+        matches!(frame::parse_header(rest, self.max_message), Ok(Some(h)) if rest.len() >= h.size + h.len)
+    }
+
     /// The stream underneath.
     pub fn get_ref(&self) -> &IO {
         &self.io
@@ -395,6 +403,25 @@ mod tests {
         let pending = poll_fn(|cx| Poll::Ready(socket.poll_next(cx).is_pending())).await;
         assert!(pending, "a frame of 100 MiB is not whole after 1,000 bytes");
         assert!(socket.input.capacity() <= RESERVE_AHEAD + READ_CHUNK, "{} bytes held", socket.input.capacity());
+    }
+
+    /// What lets the connection answer pipelined messages in one write,
+    /// without ever holding a reply for the rest of a frame not yet sent.
+    #[tokio::test]
+    async fn a_whole_frame_waiting_is_told_from_part_of_one() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let mut socket = Socket::new(server, 1000);
+        assert!(!socket.has_whole_frame(), "nothing read yet");
+        let third = client_frame(0x82, b"three");
+        let wire = [client_frame(0x82, b"one"), client_frame(0x82, b"two"), third[..4].to_vec()].concat();
+        client.write_all(&wire).await.unwrap();
+        assert_eq!(next(&mut socket).await.unwrap(), Incoming::Binary(b"one".to_vec().into()));
+        assert!(socket.has_whole_frame(), "`two` came in the same read");
+        assert_eq!(next(&mut socket).await.unwrap(), Incoming::Binary(b"two".to_vec().into()));
+        assert!(!socket.has_whole_frame(), "only part of `three`");
+        client.write_all(&third[4..]).await.unwrap();
+        assert_eq!(next(&mut socket).await.unwrap(), Incoming::Binary(b"three".to_vec().into()));
+        assert!(!socket.has_whole_frame());
     }
 
     #[tokio::test]

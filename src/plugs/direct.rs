@@ -1,0 +1,79 @@
+//! Runs on the connection's own task: the connection lends its writer to
+//! the waits inside the run.
+//!
+//! Most plugs answer in microseconds, and handing each message to another
+//! task (the connection's runner) and the reply back cost ~9% of the
+//! throughput at 1,000 busy clients (BENCHMARKS.md, issue 16). So a plug
+//! that has never waited runs on the task that read its message, when
+//! nothing of that client's is queued before it. But that task is also the
+//! client's writer: a run that waits for room in its own client's queue
+//! would wait for itself. While such a run goes on, the connection lends a
+//! [`Drain`] that writes the client's queue into the socket, and the run's
+//! waits call it (`Invocation::pause` while a queue is full; before a
+//! sleep or a call to another service, so what was yielded goes out
+//! first). A plug that waited once is marked, and its later runs go back
+//! to the runner.
+//!
+//! The lending is scoped to one synchronous call on one thread
+//! (`scoped-tls-hkt`), which is what lets the drain borrow the socket
+//! without the run owning it.
+
+use std::time::Duration;
+
+use scoped_tls_hkt::scoped_thread_local;
+
+/// Writes the lending client's queued replies for up to the given time
+/// (no time: what the socket takes now, without blocking). False once
+/// the writer has ended (the client is gone or cut off): the run stops.
+pub type Drain<'a> = dyn FnMut(Duration) -> bool + 'a;
+
+scoped_thread_local! {
+    /// The drain lent to the run going on on this thread. It appears unset
+    /// while in use, so it is never borrowed twice.
+    static mut LENT: for<'a> &'a mut Drain<'a>
+}
+
+/// Run `job` (a plug run, synchronously) with `drain` lent to its waits.
+pub fn lend<R>(drain: &mut Drain<'_>, job: impl FnOnce() -> R) -> R {
+    LENT.set(drain, job)
+}
+
+/// Call the drain lent to this thread's run: None when there is none
+/// (the run is not on its connection's task), else whether the writer is
+/// still going.
+pub fn drain(wait: Duration) -> Option<bool> {
+    LENT.is_set().then(|| LENT.with(|drain| drain(wait)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_is_lent_only_for_the_run_and_never_twice_at_once() {
+        assert_eq!(drain(Duration::ZERO), None, "nothing lent outside a run");
+        let mut calls = Vec::new();
+        let mut writer = |wait: Duration| {
+            calls.push(wait);
+            // The drain itself cannot reach the drain.
+            assert_eq!(drain(Duration::ZERO), None);
+            calls.len() < 2
+        };
+        lend(&mut writer, || {
+            assert_eq!(drain(Duration::ZERO), Some(true));
+            assert_eq!(drain(Duration::from_millis(1)), Some(false));
+        });
+        assert_eq!(calls, [Duration::ZERO, Duration::from_millis(1)]);
+        assert_eq!(drain(Duration::ZERO), None, "nothing lent after the run");
+    }
+
+    #[test]
+    fn a_run_that_unwinds_gives_the_drain_back() {
+        let mut writer = |_: Duration| true;
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lend(&mut writer, || panic!("a run failing"));
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(drain(Duration::ZERO), None);
+    }
+}
