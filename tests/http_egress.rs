@@ -448,6 +448,22 @@ fn allow_web(s: &mut Settings, p: &Places) {
     s.http.allow = vec![p.web.clone(), p.raw.clone()];
 }
 
+/// As [`allow_web`], with time limits long enough that only a client
+/// leaving ends a call to `/never`.
+fn allow_web_long_waits(s: &mut Settings, p: &Places) {
+    allow_web(s, p);
+    s.http.timeout_ms = 60_000;
+    s.limits.timeout_ms = 60_000;
+}
+
+/// `leaver`'s plug is waiting on the raw server's `/never`: the client
+/// leaves, and the call is cancelled (its connection closed).
+async fn leave_mid_call(f: &mut Fixture, leaver: Client) {
+    leaver.close().await;
+    wait_until(|| f.server.running.app.plugs.in_flight() == 0).await;
+    assert_eq!(f.raw.next_event().await, RawEvent::Closed("/never".into()), "the call was cancelled");
+}
+
 /// Wait (up to [`WAIT`]) until `ok` holds.
 async fn wait_until(mut ok: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -879,12 +895,7 @@ async fn the_plugs_own_time_limit_bounds_a_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_cancels_its_plugs_request() {
-    let mut f = fixture(|s, p| {
-        allow_web(s, p);
-        s.http.timeout_ms = 60_000;
-        s.limits.timeout_ms = 60_000;
-    })
-    .await;
+    let mut f = fixture(allow_web_long_waits).await;
     let server = &f.server;
     let mut leaver = server.client().await;
     leaver.send("fetch", get(f.raw.url("/never"))).await;
@@ -897,10 +908,8 @@ async fn a_client_that_leaves_cancels_its_plugs_request() {
     assert_eq!((r.event_type, r.payload), (EventType::MESSAGE, json!({"while": "waiting"})));
     assert_eq!(server.running.app.plugs.in_flight(), 1, "the request is still waiting");
 
-    leaver.close().await;
-    wait_until(|| server.running.app.plugs.in_flight() == 0).await;
-    assert_eq!(f.raw.next_event().await, RawEvent::Closed("/never".into()), "the request's connection is closed");
-    assert_still_serving(server, &mut other).await;
+    leave_mid_call(&mut f, leaver).await;
+    assert_still_serving(&f.server, &mut other).await;
 }
 
 /// A plug that never called out runs on its connection's own task
@@ -909,12 +918,7 @@ async fn a_client_that_leaves_cancels_its_plugs_request() {
 /// that task free, so a client leaving mid-call still cancels the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plug_calling_out_for_the_first_time_sends_what_it_yielded_before() {
-    let mut f = fixture(|s, p| {
-        allow_web(s, p);
-        s.http.timeout_ms = 60_000;
-        s.limits.timeout_ms = 60_000;
-    })
-    .await;
+    let mut f = fixture(allow_web_long_waits).await;
     let server = &f.server;
     let mut c = server.client().await;
     assert_eq!(c.request("maybe", json!({})).await.payload, json!("before"));
@@ -930,10 +934,8 @@ async fn a_plug_calling_out_for_the_first_time_sends_what_it_yielded_before() {
     leaver.send("maybe", json!({"url": f.raw.url("/never")})).await;
     assert_eq!(leaver.recv().await.payload, json!("before"));
     assert_eq!(f.raw.next_event().await, RawEvent::Accepted("/never".into()));
-    leaver.close().await;
-    wait_until(|| server.running.app.plugs.in_flight() == 0).await;
-    assert_eq!(f.raw.next_event().await, RawEvent::Closed("/never".into()), "the call was cancelled");
-    assert_still_serving(server, &mut c).await;
+    leave_mid_call(&mut f, leaver).await;
+    assert_still_serving(&f.server, &mut c).await;
 }
 
 /// A message to a plug that could run on the connection's own task does
