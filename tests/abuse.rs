@@ -145,11 +145,7 @@ async fn a_plug_on_its_connections_own_task_writes_its_replies_while_it_waits_fo
     for i in 0..2 {
         assert_eq!(c.recv().await.payload[0], json!(i));
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.running.app.plugs.in_flight() > 0 {
-        assert!(std::time::Instant::now() < deadline, "the first run did not finish");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    assert!(server.wait_plugs_idle(Duration::from_secs(10)).await, "the first run did not finish");
     // 30 MB through a 1 MiB queue, read slowly at first.
     c.send("stream", json!(300)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -249,10 +245,7 @@ async fn clients_vanishing_mid_stream_leave_nothing_running() {
         drop(clients); // vanish without a close handshake
                        // Generous deadlines: on 2 cores this may share the CPU with other tests.
         assert!(server.wait_connected(0, Duration::from_secs(30)).await, "the hub forgot them");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while server.running.app.plugs.in_flight() > 0 && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        server.wait_plugs_idle(Duration::from_secs(30)).await;
         assert_eq!(server.running.app.plugs.in_flight(), 0, "every plug stopped");
         let mut c = server.ready_client().await;
         assert_eq!(c.request("echo", json!("still here")).await.payload, json!("still here"));

@@ -91,6 +91,16 @@ impl TestServer {
         self.connected() == n
     }
 
+    /// Wait (up to `wait`) until no plug run is in flight; false if one
+    /// still is.
+    pub async fn wait_plugs_idle(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        while self.running.app.plugs.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.running.app.plugs.in_flight() == 0
+    }
+
     /// The plugs folder (for tests that edit plugs).
     pub fn plugs_dir(&self) -> PathBuf {
         self.running.app.settings.plugs_folder.clone()
