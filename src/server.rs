@@ -9,7 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use warp::Filter;
@@ -73,11 +73,38 @@ pub async fn run(listener: TcpListener, app: App, shutdown: impl Future<Output =
     }
 }
 
+/// Connections the kernel may hold for us before we accept them (Linux
+/// caps it at `net.core.somaxconn`, 4,096 by default). `TcpListener::bind`
+/// asks for 128: 200 clients connecting at once then found the queue full
+/// now and then while the server was busy with the handshakes already
+/// accepted, and the kernel dropped their handshakes, which clients retry
+/// only after a second (10,000 connections took 1.5 s instead of 0.55 s;
+/// BENCHMARKS.md, issue 16). Bun asks for 512, Node and nginx for 511.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Bind to the configured address: `TLS` when `secure`, else `INSECURE`.
 pub async fn bind(settings: &Settings) -> Result<TcpListener, StartError> {
     let listen = if settings.secure { &settings.tls.listen } else { &settings.insecure };
     let addr = format!("{}:{}", listen.hostname, listen.port);
-    TcpListener::bind(&addr).await.map_err(|e| StartError::Bind { addr, message: e.to_string() })
+    let failed = |message: String| StartError::Bind { addr: addr.clone(), message };
+    let mut last = None;
+    // As `TcpListener::bind` does: the first of the name's addresses that works.
+    for candidate in tokio::net::lookup_host(&addr).await.map_err(|e| failed(e.to_string()))? {
+        match listen_on(candidate) {
+            Ok(listener) => return Ok(listener),
+            Err(err) => last = Some(err),
+        }
+    }
+    Err(failed(last.map_or_else(|| "the name resolves to no address".to_string(), |e| e.to_string())))
+}
+
+fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    // As std and tokio do on Unix: a restarted server can bind at once,
+    // while the last one's connections are still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A server running in the background.

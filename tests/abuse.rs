@@ -1,6 +1,6 @@
 //! Issue 5 points 2–6: in-flight bounds, slow consumers, rate limits,
-//! maxConnections and abrupt disconnects. Each test uses a real server and
-//! real sockets.
+//! maxConnections and abrupt disconnects; and a burst of connections
+//! (issue 16). Each test uses a real server and real sockets.
 
 mod common;
 use std::time::{Duration, Instant};
@@ -28,6 +28,30 @@ async fn peak_in_flight(server: &TestServer, wait: Duration) -> usize {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     peak
+}
+
+/// Clients connecting faster than the server accepts wait in the kernel's
+/// queue: with `TcpListener::bind`'s 128, the 130th found it full and its
+/// handshake was dropped, to be retried only a second later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_connections_waits_to_be_accepted_instead_of_being_dropped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = ssocket::server::bind(&settings(dir.path())).await.expect("binds");
+    let addr = listener.local_addr().unwrap();
+    // The kernel caps the queue at net.core.somaxconn.
+    let cap = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(4096);
+    let burst = cap.min(300);
+    // Nobody accepts meanwhile: each connection must find room in the queue
+    // (a dropped handshake is retried after 1 s, past this wait).
+    let connects =
+        (0..burst).map(|_| tokio::time::timeout(Duration::from_millis(700), tokio::net::TcpStream::connect(addr)));
+    let done = futures::future::join_all(connects).await;
+    let connected: Vec<_> = done.into_iter().filter_map(|r| r.ok().and_then(Result::ok)).collect();
+    assert_eq!(connected.len(), burst, "connections completed while nobody accepted");
+    drop(listener);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
