@@ -184,6 +184,39 @@ async fn a_plug_on_its_connections_own_task_writes_its_replies_while_it_waits_fo
     assert_eq!(c.recv().await.payload[0], json!(0));
 }
 
+/// The same plug, on its connection's task and waiting for room, when its
+/// client vanishes: the socket fails under the run, which then stops at
+/// once (not at `limits.timeoutMs`), and the server serves others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_on_its_connections_own_task_stops_when_its_client_vanishes() {
+    let stream = (
+        "stream.rhai",
+        r#"fn f(msg, yield_msg) { let s = ""; s.pad(100000, "x"); for i in 0..msg.payload { yield_msg(#{payload: [i, s]}); } }"#,
+    );
+    let server = start_with_plugs(&[stream, ECHO], |s| {
+        s.limits.outbound_queue_bytes = 1024 * 1024;
+        s.limits.timeout_ms = 60_000;
+    })
+    .await;
+    let mut c = server.ready_client().await;
+    c.send("stream", json!(2)).await;
+    for i in 0..2 {
+        assert_eq!(c.recv().await.payload[0], json!(i));
+    }
+    assert!(server.wait_plugs_idle(Duration::from_secs(10)).await, "the first run did not finish");
+    // 30 MB that the client never reads: the queue and both sockets' buffers
+    // fill, and the run waits for room.
+    c.send("stream", json!(300)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(server.running.app.plugs.in_flight(), 1, "the run waits for room");
+    // Gone, with unread data: the kernel resets the connection.
+    drop(c);
+    assert!(server.wait_plugs_idle(Duration::from_secs(5)).await, "the run outlived its client");
+    assert!(server.wait_connected(0, Duration::from_secs(5)).await, "the connection outlived its client");
+    let mut other = server.client().await;
+    assert_eq!(other.request("echo", json!("still here")).await.payload, json!("still here"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_messages_are_refused_and_a_flood_is_closed() {
     let server = start_with_plugs(&[ECHO], |s| s.limits.messages_per_second = 20).await;
