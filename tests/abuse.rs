@@ -149,27 +149,35 @@ async fn a_plug_answering_its_own_slow_client_waits_instead_of_buffering() {
     }
 }
 
-/// As above, for a plug that runs on its connection's own task (once a run
-/// of it finished without waiting): that task is also the client's writer,
-/// which the run drives while it waits for room (`plugs::direct`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plug_on_its_connections_own_task_writes_its_replies_while_it_waits_for_room() {
+/// A server whose `stream` plug yields N × 100 KB through a 1 MiB queue,
+/// and a client for which that plug has settled: a first run fitting the
+/// queue finished without waiting, so its next runs go on the connection's
+/// own task (`plugs::direct`).
+async fn settled_streamer() -> (TestServer, Client) {
     let stream = (
         "stream.rhai",
         r#"fn f(msg, yield_msg) { let s = ""; s.pad(100000, "x"); for i in 0..msg.payload { yield_msg(#{payload: [i, s]}); } }"#,
     );
-    let server = start_with_plugs(&[stream], |s| {
+    let server = start_with_plugs(&[stream, ECHO], |s| {
         s.limits.outbound_queue_bytes = 1024 * 1024;
         s.limits.timeout_ms = 60_000;
     })
     .await;
     let mut c = server.ready_client().await;
-    // A first run that fits the queue: the plug settles.
     c.send("stream", json!(2)).await;
     for i in 0..2 {
         assert_eq!(c.recv().await.payload[0], json!(i));
     }
     assert!(server.wait_plugs_idle(Duration::from_secs(10)).await, "the first run did not finish");
+    (server, c)
+}
+
+/// As above, for a plug that runs on its connection's own task: that task
+/// is also the client's writer, which the run drives while it waits for
+/// room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_on_its_connections_own_task_writes_its_replies_while_it_waits_for_room() {
+    let (server, mut c) = settled_streamer().await;
     // 30 MB through a 1 MiB queue, read slowly at first.
     c.send("stream", json!(300)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -189,21 +197,7 @@ async fn a_plug_on_its_connections_own_task_writes_its_replies_while_it_waits_fo
 /// once (not at `limits.timeoutMs`), and the server serves others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plug_on_its_connections_own_task_stops_when_its_client_vanishes() {
-    let stream = (
-        "stream.rhai",
-        r#"fn f(msg, yield_msg) { let s = ""; s.pad(100000, "x"); for i in 0..msg.payload { yield_msg(#{payload: [i, s]}); } }"#,
-    );
-    let server = start_with_plugs(&[stream, ECHO], |s| {
-        s.limits.outbound_queue_bytes = 1024 * 1024;
-        s.limits.timeout_ms = 60_000;
-    })
-    .await;
-    let mut c = server.ready_client().await;
-    c.send("stream", json!(2)).await;
-    for i in 0..2 {
-        assert_eq!(c.recv().await.payload[0], json!(i));
-    }
-    assert!(server.wait_plugs_idle(Duration::from_secs(10)).await, "the first run did not finish");
+    let (server, mut c) = settled_streamer().await;
     // 30 MB that the client never reads: the queue and both sockets' buffers
     // fill, and the run waits for room.
     c.send("stream", json!(300)).await;
