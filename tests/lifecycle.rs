@@ -838,6 +838,14 @@ fn port_in_use_names_the_address_and_exits_non_zero() {
 }
 
 #[test]
+fn an_address_not_on_this_machine_is_named_and_exits_non_zero() {
+    let dir = workdir();
+    // TEST-NET-1 (RFC 5737): never one of this machine's addresses.
+    let err = startup_error(ssocket(dir.path(), &["--INSECURE.hostname", "192.0.2.1", "--INSECURE.port", "0"]));
+    assert_contains(&err, &["192.0.2.1:0", "cannot listen", "assign requested address"]);
+}
+
+#[test]
 fn a_missing_plugs_folder_is_named_with_a_way_out() {
     let dir = emptydir();
     let err = startup_error(ssocket(dir.path(), &LOOPBACK));
