@@ -33,7 +33,9 @@ impl Bench {
     fn new(files: &[(&str, &str)], tweak: impl FnOnce(&mut Settings)) -> Bench {
         let dir = tempfile::tempdir().unwrap();
         for (name, source) in files {
-            std::fs::write(dir.path().join(name), source).unwrap();
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, source).unwrap();
         }
         let mut settings = Settings { plugs_folder: dir.path().to_path_buf(), ..Settings::default() };
         tweak(&mut settings);
@@ -132,14 +134,24 @@ fn s(msg, yield_msg) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plugs_run_on_the_connections_task_once_settled_and_never_after_a_wait() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // Calls out through a module, which its own source does not show.
+    let call = "fn get(url) { http::get(url) }";
     let maybe = r#"
+        import "_lib/call" as net;
         fn maybe(msg, yield_msg) {
+            if "url" in msg.payload { try { net::get(msg.payload.url); } catch {} }
+            yield_msg(#{ payload: "ok" });
+        }
+    "#;
+    let calls = r#"
+        fn calls(msg, yield_msg) {
             if "url" in msg.payload { try { http::get(msg.payload.url); } catch {} }
             yield_msg(#{ payload: "ok" });
         }
     "#;
     let echo = "fn echo(msg, yield_msg) { yield_msg(#{ payload: msg.payload }); }";
-    let bench = Bench::new(&[("maybe.rhai", maybe), ("echo.rhai", echo)], |s| {
+    let plugs = [("_lib/call.rhai", call), ("maybe.rhai", maybe), ("calls.rhai", calls), ("echo.rhai", echo)];
+    let bench = Bench::new(&plugs, |s| {
         s.http.allow = vec![format!("http://{closed}")];
     });
     let mut a = bench.client();
@@ -159,6 +171,13 @@ async fn plugs_run_on_the_connections_task_once_settled_and_never_after_a_wait()
     assert_eq!(runs, [false, true, true, false, false], "after the call out, never again");
     let mut c = bench.client();
     assert_eq!(bench.send(&mut c, "maybe", json!({})).await, [(EventType::MESSAGE, json!("ok"))]);
+    // A plug whose own source calls out never goes there, not even before
+    // its first call.
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(bench.dispatch(&mut a, "calls", json!({})).await);
+    }
+    assert_eq!(runs, [false, false, false], "its source says it may call out");
 
     bench.rewrite("echo.rhai", &echo.replace("msg.payload", "[msg.payload]"));
     assert!(!bench.dispatch(&mut a, "echo", json!(1)).await, "a new version settles again");

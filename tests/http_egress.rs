@@ -350,15 +350,19 @@ fn check(msg, yield_msg) {
 
 const ECHO: &str = "fn echo(msg, yield_msg) { yield_msg(#{ payload: msg.payload }); }";
 
-/// Calls out only when asked to, after a first reply.
+/// Calls out only when asked to, after a first reply, and through a module:
+/// a plug whose own source calls out never runs on its connection's task,
+/// and this one is to reach its first call out there.
 const MAYBE: &str = r#"
+import "_lib/call" as net;
 fn maybe(msg, yield_msg) {
     yield_msg(#{ payload: "before" });
     if "url" in msg.payload {
-        yield_msg(#{ payload: http::get(msg.payload.url).status });
+        yield_msg(#{ payload: net::status(msg.payload.url) });
     }
 }
 "#;
+const CALL: &str = "fn status(url) { http::get(url).status }";
 
 /// Where the test's servers are, for `http.allow`.
 struct Places {
@@ -389,6 +393,7 @@ async fn fixture(tweak: impl FnOnce(&mut Settings, &Places)) -> Fixture {
         ("check.rhai", CHECK),
         ("echo.rhai", ECHO),
         ("maybe.rhai", MAYBE),
+        ("_lib/call.rhai", CALL),
     ];
     let server = start_with_plugs(&plugs, |s| tweak(s, &places)).await;
     Fixture { server, web, outside, raw }

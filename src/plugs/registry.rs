@@ -40,9 +40,10 @@ pub struct Plug {
     /// ran past the inline budget: its later runs go to the plug threads
     /// instead of running inline (see `plugs::invoke`).
     pub slow: std::sync::atomic::AtomicBool,
-    /// Set once a run of this version waited on another service (HTTP,
-    /// Redis): its later runs stay off the connection's own task, which
-    /// meanwhile could not notice the client leaving (`plugs::direct`).
+    /// Set when its source can call another service ([`may_call_out`]), or
+    /// once a run of this version waited on one (HTTP, Redis) through a
+    /// module: its runs stay off the connection's own task, which meanwhile
+    /// could not notice the client leaving (`plugs::direct`).
     pub waits: std::sync::atomic::AtomicBool,
     /// Set once a run of this version finished without waiting: only then
     /// may its runs go on the connection's own task, so a plug that waits
@@ -138,6 +139,9 @@ pub struct Registry {
     preload: bool,
     /// `limits.timeoutMs`, applied to module code that runs while compiling.
     compile_timeout: Option<std::time::Duration>,
+    /// `cluster.redis` is set: `store::`, `rooms::`, `send_to` and
+    /// `clients` then wait on Redis too (see [`may_call_out`]).
+    clustered: bool,
     /// Read on every message, written on (re)load: a read-write lock, never
     /// held across an `.await`, a compile or a script run.
     plugs: RwLock<HashMap<String, Entry>>,
@@ -169,6 +173,7 @@ impl Registry {
             preload: settings.preload_plugs,
             compile_timeout: (settings.limits.timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(settings.limits.timeout_ms)),
+            clustered: !settings.cluster.redis.is_empty(),
             plugs: RwLock::new(HashMap::default()),
             metrics,
         }
@@ -442,7 +447,10 @@ impl Registry {
             // A plug that can sleep starts on the plug threads: a sleep inline
             // would hold up the other messages of its client meanwhile.
             slow: std::sync::atomic::AtomicBool::new(source.contains("sleep")),
-            waits: std::sync::atomic::AtomicBool::new(false),
+            // Likewise a plug that can call out never runs on its
+            // connection's task, not even for the first call of a plug
+            // whose runs call out only now and then.
+            waits: std::sync::atomic::AtomicBool::new(may_call_out(&source, self.clustered)),
             settled: std::sync::atomic::AtomicBool::new(false),
             name: name.into(),
             path: path.to_path_buf(),
@@ -586,6 +594,17 @@ pub fn event_name(folder: &Path, path: &Path) -> Option<String> {
     (!name.is_empty() && name.len() <= 255).then_some(name)
 }
 
+/// Whether `source` mentions a call that waits on another service
+/// (`Invocation::wait`): `http::` always; `store::`, `rooms::`, `send_to`
+/// and `clients` when they go through Redis. A word in a comment or string
+/// counts too, which only keeps the plug off its connection's task. Calls
+/// made inside imported modules are not seen here; they mark the plug at
+/// their first call instead.
+fn may_call_out(source: &str, clustered: bool) -> bool {
+    source.contains("http::")
+        || (clustered && ["store::", "rooms::", "send_to", "clients"].iter().any(|w| source.contains(w)))
+}
+
 /// A plug or module file's text, with its displayed path for errors.
 fn read_source(key: &str, path: &Path) -> Result<(String, String), PlugError> {
     let file = path.display().to_string();
@@ -598,6 +617,20 @@ fn read_source(key: &str, path: &Path) -> Result<(String, String), PlugError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plugs_that_can_call_out_are_told_from_their_source() {
+        let http = "fn f(msg, yield_msg) { if msg.payload.go { http::get(msg.payload.url); } }";
+        assert!(may_call_out(http, false) && may_call_out(http, true));
+        let store = "fn f(msg, yield_msg) { yield_msg(#{ payload: store::incr(\"n\") }); }";
+        assert!(!may_call_out(store, false), "the memory store answers at once");
+        assert!(may_call_out(store, true), "the Redis store waits");
+        for clustered in ["rooms::join(\"r\")", "send_to(1, #{})", "let ids = clients();"] {
+            assert!(!may_call_out(clustered, false) && may_call_out(clustered, true), "{clustered}");
+        }
+        let quick = "fn f(msg, yield_msg) { yield_msg(#{ payload: conn::get(\"name\") }); broadcast(#{}); }";
+        assert!(!may_call_out(quick, false) && !may_call_out(quick, true));
+    }
 
     #[test]
     fn event_names_come_from_relative_paths() {
