@@ -88,14 +88,7 @@ impl PlugResolver {
     }
 
     fn load(&self, engine: &Engine, path: &str, pos: Position) -> Result<Shared<Module>, Box<EvalAltResult>> {
-        let source = match path.strip_prefix("std/") {
-            Some(name) => stdlib_source(name, pos)?.to_owned(),
-            None => {
-                let file = module_file(&self.folder, path).map_err(|why| import_error(path, &why, pos))?;
-                std::fs::read_to_string(&file)
-                    .map_err(|e| import_error(path, &format!("cannot read {}: {e}", file.display()), pos))?
-            }
-        };
+        let source = module_source(&self.folder, path, pos)?;
         let ast = engine.compile(&source).map_err(|e| {
             let (line, col) = (e.1.line().unwrap_or(0), e.1.position().unwrap_or(0));
             import_error(path, &format!("does not compile: {} (line {line}, column {col})", e.0), pos)
@@ -170,6 +163,19 @@ fn stdlib_source(name: &str, pos: Position) -> Result<&'static str, Box<EvalAltR
         let names: Vec<String> = STDLIB.iter().map(|(n, _)| format!("std/{n}")).collect();
         import_error(&format!("std/{name}"), &format!("no such stdlib module; there are {}", names.join(", ")), pos)
     })
+}
+
+/// The text behind an import path: a stdlib module's, or its file's in
+/// `folder`.
+pub fn module_source(folder: &Path, path: &str, pos: Position) -> Result<String, Box<EvalAltResult>> {
+    match path.strip_prefix("std/") {
+        Some(name) => Ok(stdlib_source(name, pos)?.to_owned()),
+        None => {
+            let file = module_file(folder, path).map_err(|why| import_error(path, &why, pos))?;
+            std::fs::read_to_string(&file)
+                .map_err(|e| import_error(path, &format!("cannot read {}: {e}", file.display()), pos))
+        }
+    }
 }
 
 /// The file behind an import path, if the path stays inside the folder.

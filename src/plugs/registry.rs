@@ -40,10 +40,11 @@ pub struct Plug {
     /// ran past the inline budget: its later runs go to the plug threads
     /// instead of running inline (see `plugs::invoke`).
     pub slow: std::sync::atomic::AtomicBool,
-    /// Set when its source can call another service ([`may_call_out`]), or
-    /// once a run of this version waited on one (HTTP, Redis) through a
-    /// module: its runs stay off the connection's own task, which meanwhile
-    /// could not notice the client leaving (`plugs::direct`).
+    /// Set when its source or a module it imports can call another service
+    /// ([`may_call_out`]), and (should a call escape that) once a run of
+    /// this version waited on one: its runs stay off the connection's own
+    /// task, which meanwhile could not notice the client leaving
+    /// (`plugs::direct`).
     pub waits: std::sync::atomic::AtomicBool,
     /// Set once a run of this version finished without waiting: only then
     /// may its runs go on the connection's own task, so a plug that waits
@@ -447,10 +448,16 @@ impl Registry {
             // A plug that can sleep starts on the plug threads: a sleep inline
             // would hold up the other messages of its client meanwhile.
             slow: std::sync::atomic::AtomicBool::new(source.contains("sleep")),
-            // Likewise a plug that can call out never runs on its
-            // connection's task, not even for the first call of a plug
-            // whose runs call out only now and then.
-            waits: std::sync::atomic::AtomicBool::new(may_call_out(&source, self.clustered)),
+            // Likewise a plug that can call out, itself or through a module
+            // it imports, never runs on its connection's task, not even for
+            // the first call of a plug whose runs call out only now and then.
+            waits: std::sync::atomic::AtomicBool::new(
+                may_call_out(&source, self.clustered)
+                    || imports.iter().any(|module| {
+                        modules::module_source(&self.folder, module, rhai::Position::NONE)
+                            .is_ok_and(|text| may_call_out(&text, self.clustered))
+                    }),
+            ),
             settled: std::sync::atomic::AtomicBool::new(false),
             name: name.into(),
             path: path.to_path_buf(),
@@ -597,9 +604,9 @@ pub fn event_name(folder: &Path, path: &Path) -> Option<String> {
 /// Whether `source` mentions a call that waits on another service
 /// (`Invocation::wait`): `http::` always; `store::`, `rooms::`, `send_to`
 /// and `clients` when they go through Redis. A word in a comment or string
-/// counts too, which only keeps the plug off its connection's task. Calls
-/// made inside imported modules are not seen here; they mark the plug at
-/// their first call instead.
+/// counts too, which only keeps the plug off its connection's task. A call
+/// this misses would still mark the plug at its first wait
+/// (`Invocation::wait`), after sending what the run yielded before.
 fn may_call_out(source: &str, clustered: bool) -> bool {
     source.contains("http::")
         || (clustered && ["store::", "rooms::", "send_to", "clients"].iter().any(|w| source.contains(w)))
