@@ -472,6 +472,15 @@ async fn leave_mid_call(f: &mut Fixture, leaver: Client) {
 }
 
 /// Wait (up to [`WAIT`]) until `ok` holds.
+/// Send `payload` to `event` and wait until the run is over; its reply.
+/// A plug whose run finished without waiting has settled: its next runs
+/// may go on the connection's own task (`plugs::direct`).
+async fn settle(server: &TestServer, c: &mut Client, event: &str, payload: Value) -> Value {
+    let reply = c.request(event, payload).await.payload;
+    assert!(server.wait_plugs_idle(WAIT).await, "the {event} run did not finish within {WAIT:?}");
+    reply
+}
+
 async fn wait_until(mut ok: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     while !ok() {
@@ -928,8 +937,7 @@ async fn a_plug_calling_out_for_the_first_time_sends_what_it_yielded_before() {
     let mut f = fixture(allow_web_long_waits).await;
     let server = &f.server;
     let mut c = server.client().await;
-    assert_eq!(c.request("maybe", json!({})).await.payload, json!("before"));
-    wait_until(|| server.running.app.plugs.in_flight() == 0).await; // settled
+    assert_eq!(settle(server, &mut c, "maybe", json!({})).await, json!("before"));
 
     c.send("maybe", json!({"url": f.web.url("/gate")})).await;
     f.web.arrival().await;
@@ -952,8 +960,7 @@ async fn a_clients_messages_keep_their_order_whichever_task_runs_them() {
     let mut f = fixture(allow_web).await;
     let server = &f.server;
     let mut c = server.client().await;
-    assert_eq!(c.request("echo", json!("settle")).await.payload, json!("settle"));
-    wait_until(|| server.running.app.plugs.in_flight() == 0).await;
+    assert_eq!(settle(server, &mut c, "echo", json!("settle")).await, json!("settle"));
     c.send("fetch", get(f.web.url("/gate"))).await;
     c.send("echo", json!("after")).await;
     f.web.arrival().await;
