@@ -2,7 +2,7 @@
 # Benchmarks ssocket against peer servers of the same wire protocol (issue 6):
 # plain Rust (tokio-tungstenite, the ceiling), Node + ws, and Bun.
 #
-#   bench/run.sh            # about 4 minutes plus builds; stops by itself
+#   bench/run.sh            # about 13 minutes plus builds; stops by itself
 #
 # Builds ssocket, ssocket-bench and the Rust peer; installs the npm packages
 # `ws` and `bun` into $BENCH_SCRATCH (default /tmp/ssocket-bench-peers, never
