@@ -153,6 +153,12 @@ where
     let limits = &app.settings.limits;
     loop {
         let step = poll_fn(|cx| {
+            // Awake: the socket is this task's again (the hub may have
+            // written to it while the task slept; what of its last frame
+            // the socket did not take goes first).
+            if let Some(rest) = queue.stop_direct() {
+                socket.send_raw(&rest);
+            }
             // While whole messages are already read, their replies wait to
             // go out with these in one write (plugs on this task answer
             // at once; BENCHMARKS.md, issue 16).
@@ -171,6 +177,11 @@ where
             // next wake-up.
             if let Poll::Ready(end) = poll_write(socket, queue, cx) {
                 return Poll::Ready(Step::Wrote(end));
+            }
+            // Asleep with nothing unwritten: broadcasts may go straight
+            // into the socket until the next wake-up (BENCHMARKS.md).
+            if socket.pending_output() == 0 && !socket.close_sent() {
+                queue.allow_direct();
             }
             Poll::Pending
         })
@@ -263,6 +274,8 @@ fn run_here<IO>(socket: &mut Socket<IO>, queue: &OutQueue, job: crate::plugs::Jo
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    // Another message of this client's already read: the server is behind it.
+    let caught_up = !socket.has_whole_frame();
     let mut ended = None;
     let mut drain = |wait: Duration| {
         if ended.is_some() {
@@ -287,7 +300,7 @@ where
         };
         ended.is_none()
     };
-    crate::plugs::direct::lend(&mut drain, job);
+    crate::plugs::direct::with_caught_up(caught_up, || crate::plugs::direct::lend(&mut drain, job));
     ended
 }
 

@@ -11,6 +11,15 @@
 //! queue stays full for [`SLOW_CLIENT_GRACE`] has stopped reading and is cut
 //! off, so it can neither make the server buffer without bound nor hold up
 //! everyone else. Replies to a plug's own sender wait without that cut-off.
+//!
+//! A broadcast or room send from a plug running on its sender's own task,
+//! when that sender has no further message already read (the server keeps
+//! up with it), skips the queue for receivers whose writer sleeps with
+//! nothing unwritten: the frame is written straight into their socket
+//! (plain TCP only), saving each a task wake-up (about a tenth of the
+//! broadcast's CPU; BENCHMARKS.md, issue 16). When the server is behind,
+//! messages are queued, so a late receiver writes several in one `send`;
+//! without that a saturated server fell seconds behind.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -44,6 +53,10 @@ pub enum Outbound {
     Close(u16, &'static str),
 }
 
+/// The write half of a plain TCP connection, shared by its writer and the
+/// hub (see [`OutQueue::allow_direct`]).
+pub type SharedSocket = Arc<tokio::net::tcp::OwnedWriteHalf>;
+
 /// A client's outbound queue: a deque behind a mutex, the bytes it holds,
 /// the kill order of a slow consumer, and the waker of the connection's
 /// task. tokio's mpsc allocates a 32-slot block per channel up front (~1.3
@@ -64,6 +77,9 @@ pub struct OutQueue {
     /// without the lock.
     killed: AtomicBool,
     waker: AtomicWaker,
+    /// Whether `QueueState::direct` may be set: a look without the lock,
+    /// taken by the connection's task on every poll.
+    direct_hint: AtomicBool,
 }
 
 #[derive(Default)]
@@ -74,6 +90,18 @@ struct QueueState {
     /// Set when the hub cuts off a slow consumer: the writer drops what is
     /// queued and closes with this code at once.
     killed: Option<(u16, &'static str)>,
+    /// The socket's write half, for plain TCP: a broadcast is written
+    /// straight into it while `direct` holds. Dropped when the client
+    /// leaves the hub.
+    socket: Option<SharedSocket>,
+    /// The connection's task sleeps with nothing unwritten, its writer
+    /// waiting on this empty queue: until it wakes, the hub may write whole
+    /// frames into the socket itself, saving the task a wake-up per
+    /// message (BENCHMARKS.md, issue 16: the broadcast's CPU).
+    direct: bool,
+    /// The end of a frame the hub began writing and the socket did not
+    /// take: the writer sends it before anything else.
+    unfinished: Option<Bytes>,
 }
 
 /// What the writer gets from its queue.
@@ -106,8 +134,82 @@ impl OutQueue {
     }
 
     fn close(&self) {
-        self.lock().closed = true;
+        let mut state = self.lock();
+        state.closed = true;
+        state.direct = false;
+        let socket = state.socket.take();
+        drop(state);
+        drop(socket);
         self.waker.wake();
+    }
+
+    /// Let the hub write broadcasts straight into `socket` (plain TCP; see
+    /// [`OutQueue::allow_direct`]).
+    pub fn share_socket(&self, socket: SharedSocket) {
+        let mut state = self.lock();
+        if !state.closed {
+            state.socket = Some(socket);
+        }
+    }
+
+    /// Called by the connection's task as it goes to sleep with nothing
+    /// unwritten and its writer waiting on this queue: until the task wakes
+    /// ([`OutQueue::stop_direct`]), the hub writes broadcasts straight into
+    /// the socket instead of queueing them and waking the task.
+    pub fn allow_direct(&self) {
+        let mut state = self.lock();
+        if state.socket.is_some()
+            && state.items.is_empty()
+            && state.unfinished.is_none()
+            && !state.closed
+            && state.killed.is_none()
+            && self.waiting.load(Ordering::SeqCst)
+        {
+            state.direct = true;
+            self.direct_hint.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Called by the connection's task first thing when it wakes: from here
+    /// on only it writes to the socket (a write the hub has begun finishes
+    /// first: it holds the lock). What the socket did not take of the
+    /// hub's last frame, which must go out before anything else.
+    pub fn stop_direct(&self) -> Option<Bytes> {
+        // Only this task sets the hint, so a `false` here is not stale.
+        if !self.direct_hint.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut state = self.lock();
+        state.direct = false;
+        self.direct_hint.store(false, Ordering::Relaxed);
+        state.unfinished.take()
+    }
+
+    /// Write `frame` (the whole WebSocket frame of `msg`) straight into the
+    /// socket if the writer allows it; whether it went, in whole or in part
+    /// (the rest left for the writer). A full socket or a failed write ends
+    /// direct writes until the writer allows them again.
+    fn write_direct(&self, frame: &[u8]) -> bool {
+        let mut state = self.lock();
+        if !state.direct || !state.items.is_empty() || state.closed || state.killed.is_some() {
+            return false;
+        }
+        let Some(socket) = &state.socket else { return false };
+        match socket.try_write(frame) {
+            Ok(n) if n == frame.len() => true,
+            Ok(n) => {
+                state.direct = false;
+                state.unfinished = Some(Bytes::copy_from_slice(&frame[n..]));
+                drop(state);
+                self.waker.wake();
+                true
+            }
+            Err(_) => {
+                // Full, or failed: the writer meets the same when it writes.
+                state.direct = false;
+                false
+            }
+        }
     }
 
     fn kill(&self, code: u16, reason: &'static str) {
@@ -195,18 +297,24 @@ enum Offer {
 
 impl Entry {
     fn offer(&self, msg: &Bytes, limit: usize) -> Offer {
+        self.tx.offer(msg, limit)
+    }
+}
+
+impl OutQueue {
+    fn offer(&self, msg: &Bytes, limit: usize) -> Offer {
         let len = msg.len();
-        let before = self.tx.queued.fetch_add(len, Ordering::SeqCst);
+        let before = self.queued.fetch_add(len, Ordering::SeqCst);
         // An empty queue takes any one message, so a single large reply
         // cannot be refused forever.
         if before > 0 && before + len > limit {
-            self.tx.sent(len);
+            self.sent(len);
             return Offer::Full;
         }
-        match self.tx.push(Outbound::Binary(msg.clone())) {
+        match self.push(Outbound::Binary(msg.clone())) {
             Ok(()) => Offer::Queued,
             Err(_) => {
-                self.tx.sent(len);
+                self.sent(len);
                 Offer::Gone
             }
         }
@@ -550,9 +658,19 @@ impl Hub {
     fn offer_all(&self, to: Audience<'_>, msg: &Bytes, except: Option<ClientId>) -> (usize, Vec<ClientId>) {
         let mut full = Vec::new();
         let mut queued = 0;
+        // Receivers whose writer sleeps with nothing unwritten get the
+        // message written straight into their socket, after the table's
+        // lock is let go (a thousand writes under it held up every other
+        // send: the p99 of a broadcast rose by half; BENCHMARKS.md).
+        let mut direct = Vec::new();
+        let caught_up = crate::plugs::direct::caught_up();
         let table = self.lock();
         let mut offer = |id: ClientId, client: &Entry| {
             if Some(id) == except {
+                return;
+            }
+            if caught_up && client.tx.direct_hint.load(Ordering::Relaxed) {
+                direct.push((id, client.tx.clone()));
                 return;
             }
             match client.offer(msg, self.shared.queue_limit) {
@@ -568,6 +686,23 @@ impl Hub {
                     if let Some(client) = table.clients.get(id) {
                         offer(*id, client);
                     }
+                }
+            }
+        }
+        drop(table);
+        if !direct.is_empty() {
+            // Encoded once for all of them (the writer frames each message itself).
+            let mut frame = Vec::with_capacity(msg.len() + 10);
+            crate::ws::frame::write_frame(&mut frame, crate::ws::frame::Opcode::Binary, msg);
+            for (id, tx) in direct {
+                if tx.write_direct(&frame) {
+                    queued += 1;
+                    continue;
+                }
+                match tx.offer(msg, self.shared.queue_limit) {
+                    Offer::Queued => queued += 1,
+                    Offer::Full => full.push(id),
+                    Offer::Gone => {}
                 }
             }
         }
@@ -755,6 +890,90 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A queue sharing the write half of a real loopback connection, as a
+    /// plain ws:// client's does, and the client's end.
+    async fn queue_on_a_socket() -> (Arc<OutQueue>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (_read, write) = server.into_split();
+        let queue = Arc::new(OutQueue::default());
+        queue.share_socket(Arc::new(write));
+        (queue, client)
+    }
+
+    /// What the connection's task does as it goes to sleep: wait on the
+    /// empty queue, then allow direct writes.
+    fn sleep_on(queue: &OutQueue) {
+        let pending = queue.poll_next(&mut Context::from_waker(std::task::Waker::noop())).is_pending();
+        assert!(pending, "the queue is empty");
+        queue.allow_direct();
+    }
+
+    async fn read_exactly(client: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
+        let mut got = vec![0; n];
+        client.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_frame_the_socket_takes_only_in_part_leaves_its_end_for_the_writer() {
+        let (queue, mut client) = queue_on_a_socket().await;
+        sleep_on(&queue);
+        // Larger than any loopback socket's buffers: it cannot go in whole.
+        let frame: Vec<u8> = (0..32 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+        assert!(queue.write_direct(&frame), "written, in part");
+        assert!(!queue.write_direct(b"next"), "no more direct writes until the writer allows them");
+        let rest = queue.stop_direct().expect("the end of the frame, for the writer");
+        assert!(!rest.is_empty() && rest.len() < frame.len());
+        let written = frame.len() - rest.len();
+        assert_eq!(read_exactly(&mut client, written).await, frame[..written], "the start went out");
+        assert_eq!(&rest[..], &frame[written..], "and the end is exactly what is left");
+        assert_eq!(queue.stop_direct(), None, "handed over once");
+    }
+
+    #[tokio::test]
+    async fn direct_writes_go_only_while_the_writer_sleeps_with_nothing_queued() {
+        let (queue, mut client) = queue_on_a_socket().await;
+        assert!(!queue.write_direct(b"a"), "not before the writer allows it");
+        sleep_on(&queue);
+        assert!(queue.write_direct(b"b"));
+        assert_eq!(read_exactly(&mut client, 1).await, b"b");
+        assert_eq!(queue.stop_direct(), None, "the socket took it all");
+        assert!(!queue.write_direct(b"c"), "not once the writer is awake");
+
+        // Something queued goes first: no direct write may overtake it.
+        sleep_on(&queue);
+        queue.push(Outbound::Binary(Bytes::from_static(b"queued"))).unwrap();
+        assert!(!queue.write_direct(b"d"));
+        assert!(matches!(queue.try_recv(), Some(Outbound::Binary(b)) if &b[..] == b"queued"));
+
+        // The writer cannot allow them while something is queued.
+        queue.push(Outbound::Binary(Bytes::from_static(b"e"))).unwrap();
+        queue.allow_direct();
+        assert!(!queue.write_direct(b"f"));
+        queue.try_recv();
+
+        // Nor after a slow consumer's cut-off, or once the client has left.
+        sleep_on(&queue);
+        queue.kill(CLOSE_SLOW_CONSUMER, "slow");
+        assert!(!queue.write_direct(b"g"), "not after a cut-off");
+        let (queue, _client) = queue_on_a_socket().await;
+        sleep_on(&queue);
+        queue.close();
+        assert!(!queue.write_direct(b"h"), "not after the client left");
+        queue.allow_direct();
+        assert!(!queue.write_direct(b"i"));
+    }
+
+    #[test]
+    fn a_queue_without_a_socket_never_allows_direct_writes() {
+        let queue = OutQueue::default();
+        sleep_on(&queue);
+        assert!(!queue.write_direct(b"a"), "TLS connections, and tests' queues, stay on the queue");
+    }
 
     fn recv(rx: &OutQueue) -> Option<Bytes> {
         match rx.try_recv() {

@@ -13,7 +13,8 @@
 //! - [`config`]: the key table, layered settings (defaults, file, env, CLI).
 //! - [`errors`]: the stable error codes of ERROR messages, in one table.
 //! - [`egress`]: plugs' outgoing HTTP (`http::`): allowlist, limits, client.
-//! - [`hub`]: connected clients: register, send to one, broadcast, remove.
+//! - [`hub`]: connected clients: register, send to one, broadcast (straight
+//!   into a sleeping receiver's socket when the server keeps up), remove.
 //! - [`client`]: one connected client's record (id, cancel flag), handed
 //!   out by the hub and carried by dispatch, invocations and hooks.
 //! - [`cancel`]: the flag that stops a gone client's running plugs.
@@ -31,7 +32,8 @@
 //! - [`connection`]: one client's socket: its reader and writer, in one task.
 //! - [`ws`]: the WebSocket protocol (RFC 6455) over the upgraded stream,
 //!   holding no buffer while a client is idle; [`ws::frame`] parses and
-//!   writes frames.
+//!   writes frames; [`ws::stream`] is the upgraded connection (for ws://
+//!   the socket itself, its write half shared with the hub).
 //! - [`listener`]: the accept loop (TCP_NODELAY, optional TLS handshake).
 //! - [`upgrade`]: the WebSocket handshake, with socket buffers sized by us.
 //! - [`http`]: the playground page, `/ssocket.js` and `/api/plugs`.

@@ -1,6 +1,6 @@
 //! The accept loop for ws:// and wss:// alike: accept, set `TCP_NODELAY`,
 //! run the TLS handshake when there is one, and serve the warp routes on
-//! the connection through hyper-util (as warp's own server does inside).
+//! the connection with hyper's HTTP/1 (as warp's own server does inside).
 //!
 //! Why not `warp::serve`: it leaves Nagle's algorithm on, and replies are
 //! small writes that then wait for the client's delayed ACK (a 200-request
@@ -11,16 +11,16 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::app::App;
@@ -45,9 +45,12 @@ pub async fn serve(
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
     let filter = routes(app);
-    let graceful = GracefulShutdown::new();
-    // Dropped on shutdown: handshakes still running give up at once.
-    let (stopping, stopped) = tokio::sync::watch::channel(());
+    // Dropped on shutdown: handshakes still running give up at once, and
+    // HTTP exchanges finish the request in flight.
+    let (stopping, stopped) = watch::channel(());
+    // Each connection's task holds a clone: once all are dropped, every
+    // HTTP exchange has ended.
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -76,17 +79,20 @@ pub async fn serve(
             req.extensions_mut().insert(RemoteAddr(peer));
             hyper::service::Service::call(&warp_svc, req)
         });
-        let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         let mut stop = stopped.clone();
+        let alive = alive.clone();
         tokio::spawn(async move {
-            let io: Box<dyn Io> = match acceptor {
-                None => Box::new(tcp),
+            let _alive = alive;
+            match acceptor {
+                // The socket as it is, not boxed: the upgrade finds it
+                // under hyper's and shares it with the hub (crate::ws::stream).
+                None => serve_http(tcp, svc, stop, peer).await,
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp));
-                    tokio::select! {
+                    let tls = tokio::select! {
                         done = handshake => match done {
-                            Ok(Ok(tls)) => Box::new(tls),
+                            Ok(Ok(tls)) => tls,
                             Ok(Err(err)) => {
                                 tracing::debug!("TLS handshake with {peer} failed: {err}");
                                 return;
@@ -97,27 +103,46 @@ pub async fn serve(
                             }
                         },
                         _ = stop.changed() => return,
-                    }
+                    };
+                    serve_http(tls, svc, stop, peer).await
                 }
-            };
-            // HTTP/1.1 with upgrades (WebSockets use HTTP/1.1).
-            let builder = Builder::new(TokioExecutor::new()).http1_only();
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-            if let Err(err) = watcher.watch(conn).await {
-                tracing::debug!("connection from {peer} ended with an error: {err}");
             }
         });
     }
     drop(listener);
     drop(stopping);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    drop(alive);
+    if tokio::time::timeout(DRAIN_TIMEOUT, all_done.recv()).await.is_err() {
         tracing::debug!("some connections were still open after {DRAIN_TIMEOUT:?}");
     }
 }
 
-/// A plain or TLS stream, boxed so one code path serves both.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+/// HTTP/1.1 with upgrades (WebSockets use HTTP/1.1) on `io` until the
+/// exchange ends or an upgrade takes the connection; once `stop` fires,
+/// finish the request in flight and end. hyper's own HTTP/1 connection,
+/// not hyper-util's `auto` one, which wraps the stream in a type of its own
+/// that an upgrade cannot be unwrapped to.
+async fn serve_http<I, S, B>(io: I, svc: S, mut stop: watch::Receiver<()>, peer: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), svc).with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(err) = ended {
+        tracing::debug!("connection from {peer} ended with an error: {err}");
+    }
+}
 
 /// Errors from `accept` that concern one connection, not the listener.
 fn is_connection_error(e: &io::Error) -> bool {

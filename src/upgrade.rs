@@ -99,8 +99,17 @@ async fn accept(app: Arc<App>, upgrade: Upgrade) -> Box<dyn Reply> {
     // is already counted, and reached by any broadcast sent after that.
     // What is sent to it before its task runs waits in its queue.
     let reg = app.hub.register_as(user);
-    // The upgrade completes once the 101 below has been written.
-    let upgraded = async move { on_upgrade.await.map(hyper_util::rt::TokioIo::new) };
+    // The upgrade completes once the 101 below has been written. A plain
+    // TCP socket is shared with the hub, for broadcasts written straight
+    // into it (crate::ws::stream).
+    let queue = reg.rx.clone();
+    let upgraded = async move {
+        let stream = crate::ws::stream::Stream::new(on_upgrade.await?);
+        if let Some(socket) = stream.shared_socket() {
+            queue.share_socket(socket);
+        }
+        Ok::<_, hyper::Error>(stream)
+    };
     tokio::spawn(crate::connection::serve(upgraded, app, reg, max_message));
     let reply = warp::reply::with_status(warp::reply(), StatusCode::SWITCHING_PROTOCOLS);
     let reply = warp::reply::with_header(reply, "connection", "upgrade");

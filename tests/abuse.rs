@@ -99,6 +99,43 @@ async fn the_whole_server_runs_at_most_max_in_flight() {
     }
 }
 
+/// Broadcasts go straight into a sleeping receiver's socket; one that
+/// fills up takes the last of them only in part. The rest of that frame
+/// must reach the client before anything else, the pong to a ping the
+/// client sends meanwhile included, and everything after it in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_a_full_socket_took_in_part_is_finished_before_a_pong_and_the_rest() {
+    let _memory = MEMORY.lock().await;
+    // `n` broadcasts of 200 KB; 40 are more than a loopback socket holds.
+    let flood = (
+        "flood.rhai",
+        r#"fn f(msg, yield_msg) { let s = ""; s.pad(200000, "x"); for i in 0..msg.payload.n { broadcast(#{payload: [i, s]}); } yield_msg(#{payload: "done"}); }"#,
+    );
+    let server = start_with_plugs(&[flood], |s| {
+        s.limits.outbound_queue_bytes = 64 * 1024 * 1024;
+        s.limits.timeout_ms = 60_000;
+    })
+    .await;
+    let mut receiver = server.ready_client().await; // not reading for now
+    let mut trigger = server.ready_client().await;
+    // A first run settles the plug on the trigger's own task, where
+    // broadcasts may be written straight into sockets.
+    trigger.send("flood", json!({"n": 1})).await;
+    assert_eq!(trigger.recv().await.payload, json!("done"));
+    assert_eq!(receiver.recv().await.payload[0], json!(0));
+    receiver.ping().await;
+    trigger.send("flood", json!({"n": 40})).await;
+    assert_eq!(trigger.recv().await.payload, json!("done"));
+    receiver.ws.send(tokio_tungstenite::tungstenite::Message::Ping(b"still there?".to_vec().into())).await.unwrap();
+    for i in 0..40 {
+        // A frame cut short or a pong inside one fails to parse here.
+        let r = receiver.recv().await;
+        assert_eq!((r.event_type, &r.payload[0]), (EventType::BROADCAST, &json!(i)));
+        assert_eq!(r.payload[1].as_str().map(str::len), Some(200000));
+    }
+    receiver.ping().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_cut_off_and_the_healthy_one_gets_everything() {
     let _memory = MEMORY.lock().await;

@@ -38,6 +38,34 @@ pub fn lend<R>(drain: &mut Drain<'_>, job: impl FnOnce() -> R) -> R {
     LENT.set(drain, job)
 }
 
+std::thread_local! {
+    /// Set while a run on its connection's task goes on and that
+    /// connection holds no further message already read: the server keeps
+    /// up with this sender, so its broadcasts may be written straight into
+    /// receivers' sockets (see `OutQueue::allow_direct`). When it is behind,
+    /// they are queued, so late receivers write several in one `send`.
+    static CAUGHT_UP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `job` marked as caught up (or not) for its broadcasts.
+pub fn with_caught_up<R>(caught_up: bool, job: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CAUGHT_UP.with(|c| c.set(false));
+        }
+    }
+    CAUGHT_UP.with(|c| c.set(caught_up));
+    let _reset = Reset;
+    job()
+}
+
+/// Whether this thread runs a plug on its connection's task for a sender
+/// the server keeps up with.
+pub fn caught_up() -> bool {
+    CAUGHT_UP.with(|c| c.get())
+}
+
 /// Call the drain lent to this thread's run: None when there is none
 /// (the run is not on its connection's task), else whether the writer is
 /// still going.
@@ -65,6 +93,17 @@ mod tests {
         });
         assert_eq!(calls, [Duration::ZERO, Duration::from_millis(1)]);
         assert_eq!(drain(Duration::ZERO), None, "nothing lent after the run");
+    }
+
+    #[test]
+    fn only_a_run_marked_caught_up_is_caught_up_and_only_while_it_runs() {
+        assert!(!caught_up(), "outside a run on a connection's task");
+        assert!(with_caught_up(true, caught_up));
+        assert!(!with_caught_up(false, caught_up), "a connection with its next message already read");
+        assert!(!caught_up(), "not after the run");
+        let unwound = std::panic::catch_unwind(|| with_caught_up(true, || panic!("a run failing")));
+        assert!(unwound.is_err());
+        assert!(!caught_up(), "not after a run that unwound");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! tokio-tungstenite.
 
 pub mod frame;
+pub mod stream;
 
 use std::io;
 use std::mem::MaybeUninit;
@@ -256,6 +257,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Socket<IO> {
         if !self.close_sent {
             frame::write_frame(&mut self.output, Opcode::Binary, payload);
         }
+    }
+
+    /// Queue bytes already framed (the end of a frame the hub began
+    /// writing into the socket), ahead of anything queued after them.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.output.extend_from_slice(bytes);
     }
 
     /// Queue a close frame (once).
