@@ -99,6 +99,19 @@ async fn the_whole_server_runs_at_most_max_in_flight() {
     }
 }
 
+/// A server whose `flood` plug broadcasts `count` (a Rhai expression)
+/// messages of 200 KB, `[i, "xx…"]`, then answers "done".
+async fn flood_server(count: &str, outbound_queue_bytes: usize, timeout_ms: u64) -> TestServer {
+    let flood = format!(
+        r#"fn f(msg, yield_msg) {{ let s = ""; s.pad(200000, "x"); for i in 0..{count} {{ broadcast(#{{payload: [i, s]}}); }} yield_msg(#{{payload: "done"}}); }}"#
+    );
+    start_with_plugs(&[("flood.rhai", &flood)], |s| {
+        s.limits.outbound_queue_bytes = outbound_queue_bytes;
+        s.limits.timeout_ms = timeout_ms;
+    })
+    .await
+}
+
 /// Broadcasts go straight into a sleeping receiver's socket; one that
 /// fills up takes the last of them only in part. The rest of that frame
 /// must reach the client before anything else, the pong to a ping the
@@ -106,16 +119,8 @@ async fn the_whole_server_runs_at_most_max_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broadcast_a_full_socket_took_in_part_is_finished_before_a_pong_and_the_rest() {
     let _memory = MEMORY.lock().await;
-    // `n` broadcasts of 200 KB; 40 are more than a loopback socket holds.
-    let flood = (
-        "flood.rhai",
-        r#"fn f(msg, yield_msg) { let s = ""; s.pad(200000, "x"); for i in 0..msg.payload.n { broadcast(#{payload: [i, s]}); } yield_msg(#{payload: "done"}); }"#,
-    );
-    let server = start_with_plugs(&[flood], |s| {
-        s.limits.outbound_queue_bytes = 64 * 1024 * 1024;
-        s.limits.timeout_ms = 60_000;
-    })
-    .await;
+    // 40 broadcasts of 200 KB are more than a loopback socket holds.
+    let server = flood_server("msg.payload.n", 64 * 1024 * 1024, 60_000).await;
     let mut receiver = server.ready_client().await; // not reading for now
     let mut trigger = server.ready_client().await;
     // A first run settles the plug on the trigger's own task, where
@@ -140,15 +145,7 @@ async fn a_broadcast_a_full_socket_took_in_part_is_finished_before_a_pong_and_th
 async fn a_client_that_never_reads_is_cut_off_and_the_healthy_one_gets_everything() {
     let _memory = MEMORY.lock().await;
     // 1,000 broadcasts of 200 KB = 200 MB to each receiver.
-    let flood = (
-        "flood.rhai",
-        r#"fn f(msg, yield_msg) { let s = ""; s.pad(200000, "x"); for i in 0..1000 { broadcast(#{payload: [i, s]}); } yield_msg(#{payload: "done"}); }"#,
-    );
-    let server = start_with_plugs(&[flood], |s| {
-        s.limits.outbound_queue_bytes = 4 * 1024 * 1024;
-        s.limits.timeout_ms = 120_000;
-    })
-    .await;
+    let server = flood_server("1000", 4 * 1024 * 1024, 120_000).await;
     let slow = server.ready_client().await; // never read from again
     let mut healthy = server.ready_client().await;
     let mut trigger = server.ready_client().await;

@@ -136,6 +136,12 @@ struct Conn {
 impl Conn {
     /// Connect and upgrade by hand (the key and accept of RFC 6455 section 1.3).
     async fn open(server: &TestServer) -> Conn {
+        Conn::open_with(server, &[]).await
+    }
+
+    /// As [`Conn::open`], sending `early` in the same write as the request,
+    /// before the 101 arrives.
+    async fn open_with(server: &TestServer, early: &[u8]) -> Conn {
         let tcp = timeout(WAIT, TcpStream::connect(server.running.addr)).await.expect("connect").expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
         let mut conn = Conn { tcp, buf: Vec::new() };
@@ -144,7 +150,7 @@ impl Conn {
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
             server.running.addr
         );
-        conn.send(request.as_bytes()).await;
+        conn.send(&[request.as_bytes(), early].concat()).await;
         let end = loop {
             if let Some(i) = conn.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
@@ -319,6 +325,19 @@ async fn an_echo_request_in_one_masked_binary_frame_gets_one_unmasked_binary_rep
     assert_eq!((f.fin, f.rsv, f.opcode, f.masked), (true, 0, OP_BINARY, false));
     let msg = decode(&f.payload).expect("well-formed");
     assert_eq!((msg.event_type, msg.event.as_str()), (EventType::MESSAGE, "echo"));
+    assert_eq!(serde_json::from_str::<Value>(&msg.payload).unwrap(), payload);
+    server.stop().await;
+}
+
+/// A client may send its first message without waiting for the 101: the
+/// server reads it along with the request, and the WebSocket gets it.
+#[tokio::test]
+async fn a_request_sent_in_the_same_write_as_the_handshake_is_answered() {
+    let server = start_examples().await;
+    let payload = json!({"early": true});
+    let mut c = Conn::open_with(&server, &frame(FIN | OP_BINARY, &echo_request(&payload))).await;
+    let f = c.frame().await;
+    let msg = decode(&f.payload).expect("well-formed");
     assert_eq!(serde_json::from_str::<Value>(&msg.payload).unwrap(), payload);
     server.stop().await;
 }
