@@ -690,7 +690,7 @@ mod tests {
     /// when a client cost 5.9 KiB in all).
     #[test]
     fn a_clients_task_stays_small() {
-        type Io = hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>;
+        type Io = crate::ws::stream::Stream;
         let size = size_of_return(|(app, reg): (Arc<App>, Registration)| {
             serve(std::future::pending::<Result<Io, hyper::Error>>(), app, reg, 0)
         });
