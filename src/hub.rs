@@ -295,12 +295,6 @@ enum Offer {
     Full,
 }
 
-impl Entry {
-    fn offer(&self, msg: &Bytes, limit: usize) -> Offer {
-        self.tx.offer(msg, limit)
-    }
-}
-
 impl OutQueue {
     fn offer(&self, msg: &Bytes, limit: usize) -> Offer {
         let len = msg.len();
@@ -599,7 +593,7 @@ impl Hub {
 
     fn offer(&self, id: ClientId, msg: &Bytes) -> Offer {
         match self.lock().clients.get(&id) {
-            Some(client) => client.offer(msg, self.shared.queue_limit),
+            Some(client) => client.tx.offer(msg, self.shared.queue_limit),
             None => Offer::Gone,
         }
     }
@@ -656,8 +650,12 @@ impl Hub {
     /// Offer `msg` to an audience but `except`: how many took it, and the
     /// ids of those whose queue was full.
     fn offer_all(&self, to: Audience<'_>, msg: &Bytes, except: Option<ClientId>) -> (usize, Vec<ClientId>) {
-        let mut full = Vec::new();
-        let mut queued = 0;
+        let (mut queued, mut full) = (0, Vec::new());
+        let mut tally = |id: ClientId, offer: Offer| match offer {
+            Offer::Queued => queued += 1,
+            Offer::Full => full.push(id),
+            Offer::Gone => {}
+        };
         // Receivers whose writer sleeps with nothing unwritten get the
         // message written straight into their socket, after the table's
         // lock is let go (a thousand writes under it held up every other
@@ -673,11 +671,7 @@ impl Hub {
                 direct.push((id, client.tx.clone()));
                 return;
             }
-            match client.offer(msg, self.shared.queue_limit) {
-                Offer::Queued => queued += 1,
-                Offer::Full => full.push(id),
-                Offer::Gone => {}
-            }
+            tally(id, client.tx.offer(msg, self.shared.queue_limit));
         };
         match to {
             Audience::All => table.clients.iter().for_each(|(id, client)| offer(*id, client)),
@@ -695,15 +689,9 @@ impl Hub {
             let mut frame = Vec::with_capacity(msg.len() + 10);
             crate::ws::frame::write_frame(&mut frame, crate::ws::frame::Opcode::Binary, msg);
             for (id, tx) in direct {
-                if tx.write_direct(&frame) {
-                    queued += 1;
-                    continue;
-                }
-                match tx.offer(msg, self.shared.queue_limit) {
-                    Offer::Queued => queued += 1,
-                    Offer::Full => full.push(id),
-                    Offer::Gone => {}
-                }
+                let offer =
+                    if tx.write_direct(&frame) { Offer::Queued } else { tx.offer(msg, self.shared.queue_limit) };
+                tally(id, offer);
             }
         }
         (queued, full)
@@ -735,7 +723,7 @@ impl Hub {
                 break; // the sender stopped; the slow clients lose this one message
             }
             let table = self.lock();
-            waiting.retain(|id| match table.clients.get(id).map(|c| c.offer(msg, self.shared.queue_limit)) {
+            waiting.retain(|id| match table.clients.get(id).map(|c| c.tx.offer(msg, self.shared.queue_limit)) {
                 Some(Offer::Queued) => {
                     queued += 1;
                     false
