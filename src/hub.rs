@@ -19,7 +19,9 @@
 //! (plain TCP only), saving each a task wake-up (about a tenth of the
 //! broadcast's CPU; BENCHMARKS.md, issue 16). When the server is behind,
 //! messages are queued, so a late receiver writes several in one `send`;
-//! without that a saturated server fell seconds behind.
+//! without that a saturated server fell seconds behind. The caller says
+//! which ([`Writes`]): the plugs know where a run goes on and whether its
+//! sender has more waiting, the hub does not.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -421,6 +423,20 @@ pub enum Audience<'a> {
     Room(&'a str),
 }
 
+/// How a fan-out reaches receivers whose writer sleeps with nothing
+/// unwritten. The caller decides: only it knows whether the server keeps up
+/// with the sender (the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// Through each receiver's queue, waking its task: late receivers then
+    /// write several messages in one `send`.
+    Queued,
+    /// Straight into such receivers' sockets ([`OutQueue::allow_direct`]),
+    /// the others queued: for a plug run on its sender's own task with
+    /// nothing more of that sender's read.
+    Direct,
+}
+
 /// Why a join was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JoinError {
@@ -625,12 +641,12 @@ impl Hub {
     /// is full are waited for (`pause` waits a moment and says whether to
     /// give up) up to [`SLOW_CLIENT_GRACE`], then cut off.
     pub fn broadcast_waiting(&self, msg: Bytes, except: Option<ClientId>, pause: impl FnMut() -> bool) -> usize {
-        self.fan_out_waiting(Audience::All, msg, except, pause)
+        self.fan_out_waiting(Audience::All, msg, except, Writes::Queued, pause)
     }
 
     /// [`Hub::broadcast`] to any audience.
     pub fn fan_out(&self, to: Audience<'_>, msg: Bytes, except: Option<ClientId>) -> usize {
-        let (queued, full) = self.offer_all(to, &msg, except);
+        let (queued, full) = self.offer_all(to, &msg, except, Writes::Queued);
         full.into_iter().for_each(|id| self.drop_slow(id));
         queued
     }
@@ -641,15 +657,22 @@ impl Hub {
         to: Audience<'_>,
         msg: Bytes,
         except: Option<ClientId>,
+        writes: Writes,
         pause: impl FnMut() -> bool,
     ) -> usize {
-        let (queued, full) = self.offer_all(to, &msg, except);
+        let (queued, full) = self.offer_all(to, &msg, except, writes);
         queued + self.retry_full(full, &msg, pause)
     }
 
     /// Offer `msg` to an audience but `except`: how many took it, and the
     /// ids of those whose queue was full.
-    fn offer_all(&self, to: Audience<'_>, msg: &Bytes, except: Option<ClientId>) -> (usize, Vec<ClientId>) {
+    fn offer_all(
+        &self,
+        to: Audience<'_>,
+        msg: &Bytes,
+        except: Option<ClientId>,
+        writes: Writes,
+    ) -> (usize, Vec<ClientId>) {
         let (mut queued, mut full) = (0, Vec::new());
         let mut tally = |id: ClientId, offer: Offer| match offer {
             Offer::Queued => queued += 1,
@@ -661,13 +684,12 @@ impl Hub {
         // lock is let go (a thousand writes under it held up every other
         // send: the p99 of a broadcast rose by half; BENCHMARKS.md).
         let mut direct = Vec::new();
-        let caught_up = crate::plugs::direct::caught_up();
         let table = self.lock();
         let mut offer = |id: ClientId, client: &Entry| {
             if Some(id) == except {
                 return;
             }
-            if caught_up && client.tx.direct_hint.load(Ordering::Relaxed) {
+            if writes == Writes::Direct && client.tx.direct_hint.load(Ordering::Relaxed) {
                 direct.push((id, client.tx.clone()));
                 return;
             }
@@ -883,13 +905,19 @@ mod tests {
     /// A queue sharing the write half of a real loopback connection, as a
     /// plain ws:// client's does, and the client's end.
     async fn queue_on_a_socket() -> (Arc<OutQueue>, tokio::net::TcpStream) {
+        let queue = Arc::new(OutQueue::default());
+        let client = share_a_socket(&queue).await;
+        (queue, client)
+    }
+
+    /// Give `queue` the write half of a new loopback connection; the
+    /// client's end.
+    async fn share_a_socket(queue: &OutQueue) -> tokio::net::TcpStream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let (_read, write) = server.into_split();
-        let queue = Arc::new(OutQueue::default());
-        queue.share_socket(Arc::new(write));
-        (queue, client)
+        queue.share_socket(Arc::new(server.into_split().1));
+        client
     }
 
     /// What the connection's task does as it goes to sleep: wait on the
@@ -954,6 +982,26 @@ mod tests {
         assert!(!queue.write_direct(b"h"), "not after the client left");
         queue.allow_direct();
         assert!(!queue.write_direct(b"i"));
+    }
+
+    #[tokio::test]
+    async fn only_a_fan_out_the_caller_says_is_direct_skips_a_sleeping_writers_queue() {
+        let hub = Hub::new();
+        let reg = hub.register();
+        let mut client = share_a_socket(&reg.rx).await;
+        sleep_on(&reg.rx);
+
+        let sent = hub.fan_out_waiting(Audience::All, Bytes::from_static(b"queued"), None, Writes::Queued, || true);
+        assert_eq!(sent, 1);
+        assert!(matches!(reg.rx.try_recv(), Some(Outbound::Binary(b)) if &b[..] == b"queued"), "queued, not written");
+
+        sleep_on(&reg.rx);
+        let sent = hub.fan_out_waiting(Audience::All, Bytes::from_static(b"direct"), None, Writes::Direct, || true);
+        assert_eq!(sent, 1);
+        assert!(reg.rx.try_recv().is_none(), "nothing queued");
+        let mut frame = Vec::new();
+        crate::ws::frame::write_frame(&mut frame, crate::ws::frame::Opcode::Binary, b"direct");
+        assert_eq!(read_exactly(&mut client, frame.len()).await, frame, "the whole frame, in the socket");
     }
 
     #[test]

@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use scoped_tls_hkt::scoped_thread_local;
 
+use crate::hub::Writes;
+
 /// Writes the lending client's queued replies for up to the given time
 /// (no time: what the socket takes now, without blocking). False once
 /// the writer has ended (the client is gone or cut off): the run stops.
@@ -66,6 +68,17 @@ pub fn caught_up() -> bool {
     CAUGHT_UP.with(|c| c.get())
 }
 
+/// How the fan-outs of a run reach receivers whose writer sleeps: straight
+/// into their sockets only from a run on its sender's own task (`on_task`)
+/// while the server keeps up with that sender.
+pub fn writes(on_task: bool) -> Writes {
+    if on_task && caught_up() {
+        Writes::Direct
+    } else {
+        Writes::Queued
+    }
+}
+
 /// Call the drain lent to this thread's run: None when there is none
 /// (the run is not on its connection's task), else whether the writer is
 /// still going.
@@ -104,6 +117,14 @@ mod tests {
         let unwound = std::panic::catch_unwind(|| with_caught_up(true, || panic!("a run failing")));
         assert!(unwound.is_err());
         assert!(!caught_up(), "not after a run that unwound");
+    }
+
+    #[test]
+    fn only_a_caught_up_run_on_its_senders_task_writes_directly() {
+        assert_eq!(with_caught_up(true, || writes(true)), Writes::Direct);
+        assert_eq!(with_caught_up(true, || writes(false)), Writes::Queued, "a run on another thread");
+        assert_eq!(with_caught_up(false, || writes(true)), Writes::Queued, "a sender the server is behind");
+        assert_eq!(writes(true), Writes::Queued, "outside a run");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use serde_json::json;
 use crate::cancel::Cancel;
 use crate::client::{ClientHandle, ClientId};
 use crate::errors::ErrorCode;
+use crate::hub::Writes;
 use crate::plugs::call::CallSink;
 use crate::plugs::host::runtime_error;
 use crate::plugs::registry::Plug;
@@ -282,6 +283,11 @@ impl Invocation {
         }
     }
 
+    /// How this run's fan-outs reach sleeping receivers.
+    fn writes(&self) -> Writes {
+        crate::plugs::direct::writes(self.direct)
+    }
+
     /// The error that stops this run now that its client has left or its
     /// time has run out.
     pub(crate) fn stop_error(&self) -> Box<EvalAltResult> {
@@ -363,7 +369,7 @@ impl Invocation {
             Reply::from_yield(value, &self.event, &self.name).map_err(|e| runtime_error(e.to_string(), pos))?;
         if let Some(room) = room {
             whole("yield_msg to a room", &reply, pos)?;
-            let sent = self.router.room_send(self.client_id(), &room, reply.encode(), || self.pause());
+            let sent = self.router.room_send(self.client_id(), &room, reply.encode(), self.writes(), || self.pause());
             return sent.map(|_| ()).map_err(|e| cluster_error("yield_msg", e, pos));
         }
         let client = match &self.sender {
@@ -372,7 +378,7 @@ impl Invocation {
             Sender::Nobody => return Err(no_client("yield_msg", pos)),
         };
         let mut base = self.sync_base.lock().unwrap_or_else(|e| e.into_inner());
-        self.router.route(client.id(), reply, &mut base, || self.pause()).map_err(|e| match e {
+        self.router.route(client.id(), reply, &mut base, self.writes(), || self.pause()).map_err(|e| match e {
             RouteError::Cluster(e) => cluster_error("yield_msg", e, pos),
             RouteError::Gone => self.check_alive().err().unwrap_or_else(terminated),
         })
@@ -382,7 +388,7 @@ impl Invocation {
     /// whole) is kept for the response.
     fn collect(&self, sink: &CallSink, reply: Reply, pos: Position) -> Result<(), Box<EvalAltResult>> {
         if reply.event_type() == EventType::BROADCAST {
-            let sent = self.router.broadcast(0, reply.encode(), || self.pause());
+            let sent = self.router.broadcast(0, reply.encode(), Writes::Queued, || self.pause());
             return sent.map(|_| ()).map_err(|e| cluster_error("yield_msg", e, pos));
         }
         if sink.push(reply) {
@@ -420,7 +426,7 @@ impl Invocation {
         if reply.event_type() == EventType::MESSAGE {
             reply.set_event_type(EventType::BROADCAST);
         }
-        let sent = self.router.broadcast(self.client_id(), reply.encode(), || self.pause());
+        let sent = self.router.broadcast(self.client_id(), reply.encode(), self.writes(), || self.pause());
         sent.map(|n| n as i64).map_err(|e| cluster_error("broadcast", e, pos))
     }
 
@@ -432,7 +438,7 @@ impl Invocation {
         if reply.event_type() == EventType::MESSAGE {
             reply.set_event_type(EventType::BROADCAST);
         }
-        let sent = self.router.room_send(self.client_id(), room, reply.encode(), || self.pause());
+        let sent = self.router.room_send(self.client_id(), room, reply.encode(), self.writes(), || self.pause());
         sent.map(|n| n as i64).map_err(|e| cluster_error("rooms::send", e, pos))
     }
 

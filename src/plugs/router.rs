@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::cluster::ClusterError;
 use crate::errors::ErrorCode;
-use crate::hub::{Audience, ClientId, Hub};
+use crate::hub::{Audience, ClientId, Hub, Writes};
 use crate::metrics::Metrics;
 use crate::protocol::{encode_parts, sync, EventType, ProtocolError, HEADER_LEN};
 
@@ -237,17 +237,19 @@ impl Router {
 
     /// Deliver one yielded reply from `sender`'s invocation. Replies to the
     /// sender wait while its queue is full; `pause` waits a moment and says
-    /// whether to give up.
+    /// whether to give up. `writes` is for a broadcast.
     pub fn route(
         &self,
         sender: ClientId,
         reply: Reply,
         sync_base: &mut SyncBase,
+        writes: Writes,
         pause: impl FnMut() -> bool,
     ) -> Result<(), RouteError> {
         let bytes = match reply.event_type() {
             EventType::BROADCAST => {
-                return self.broadcast(sender, reply.encode(), pause).map(|_| ()).map_err(RouteError::Cluster);
+                let sent = self.broadcast(sender, reply.encode(), writes, pause);
+                return sent.map(|_| ()).map_err(RouteError::Cluster);
             }
             EventType::SYNC => {
                 let event = reply.event().to_owned();
@@ -267,14 +269,16 @@ impl Router {
     /// rule, waiting (through `pause`) for readers whose queue is full: how
     /// many clients of this node it was queued for. With several nodes it is
     /// also shared with the others; an error says that part failed (this
-    /// node's clients have it all the same).
+    /// node's clients have it all the same). `writes` is for this node's
+    /// receivers ([`Writes`]).
     pub fn broadcast(
         &self,
         sender: ClientId,
         bytes: Bytes,
+        writes: Writes,
         pause: impl FnMut() -> bool,
     ) -> Result<usize, ClusterError> {
-        self.fan_out(Audience::All, sender, bytes, pause)
+        self.fan_out(Audience::All, sender, bytes, writes, pause)
     }
 
     /// A send to `room` caused by `sender` (a room yield, `rooms::send`),
@@ -284,9 +288,10 @@ impl Router {
         sender: ClientId,
         room: &str,
         bytes: Bytes,
+        writes: Writes,
         pause: impl FnMut() -> bool,
     ) -> Result<usize, ClusterError> {
-        self.fan_out(Audience::Room(room), sender, bytes, pause)
+        self.fan_out(Audience::Room(room), sender, bytes, writes, pause)
     }
 
     fn fan_out(
@@ -294,12 +299,13 @@ impl Router {
         to: Audience<'_>,
         sender: ClientId,
         bytes: Bytes,
+        writes: Writes,
         pause: impl FnMut() -> bool,
     ) -> Result<usize, ClusterError> {
         let except = self.exclude_sender.then_some(sender);
         self.metrics.sent(&bytes);
         let shared = self.hub.backplane().map(|b| b.share(to, except, &bytes));
-        let queued = self.hub.fan_out_waiting(to, bytes, except, pause);
+        let queued = self.hub.fan_out_waiting(to, bytes, except, writes, pause);
         shared.unwrap_or(Ok(())).map(|()| queued)
     }
 
@@ -428,8 +434,8 @@ mod tests {
         let r =
             Reply::new(EventType::SYNC, "sync", &Dynamic::from_map(Map::from([("a".into(), Dynamic::from(1_i64))])));
         let r = r.unwrap();
-        router.route(client.id(), r.clone(), &mut base, || true).unwrap();
-        router.route(client.id(), r, &mut base, || true).unwrap();
+        router.route(client.id(), r.clone(), &mut base, Writes::Queued, || true).unwrap();
+        router.route(client.id(), r, &mut base, Writes::Queued, || true).unwrap();
         let mut held = request.to_vec();
         for _ in 0..2 {
             let Some(crate::hub::Outbound::Binary(b)) = client.rx.try_recv() else { panic!("no message") };
