@@ -17,9 +17,12 @@ struct Inner {
     /// Polled by running scripts every few hundred operations: an atomic so
     /// the poll takes no lock.
     cancelled: AtomicBool,
-    /// Only for sleepers: the condvar needs a mutex; taking it in `cancel`
-    /// means a sleeper cannot miss the wake-up between its check and wait.
-    lock: Mutex<()>,
+    /// Only for sleepers, how many there are: the condvar needs a mutex;
+    /// taking it in `cancel` means a sleeper cannot miss the wake-up between
+    /// its check and wait. Counted because notifying a condvar is a system
+    /// call even with no one waiting, and every client's flag is set once
+    /// when it leaves, nearly always with no plug asleep on it.
+    sleepers: Mutex<usize>,
     wake: Condvar,
     /// For async waiters ([`Cancel::cancelled`]).
     notify: tokio::sync::Notify,
@@ -32,8 +35,9 @@ impl Cancel {
 
     pub fn cancel(&self) {
         self.inner.cancelled.store(true, Ordering::SeqCst);
-        let _guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
-        self.inner.wake.notify_all();
+        if *self.inner.sleepers.lock().unwrap_or_else(|e| e.into_inner()) > 0 {
+            self.inner.wake.notify_all();
+        }
         self.inner.notify.notify_waiters();
     }
 
@@ -59,19 +63,30 @@ impl Cancel {
     pub fn sleep(&self, duration: Duration) -> bool {
         // No deadline when `now + duration` overflows: wait for the cancel.
         let deadline = Instant::now().checked_add(duration);
-        let mut guard = self.inner.lock.lock().unwrap_or_else(|e| e.into_inner());
-        while !self.inner.cancelled.load(Ordering::SeqCst) {
+        let mut guard = self.inner.sleepers.lock().unwrap_or_else(|e| e.into_inner());
+        *guard += 1;
+        let cancelled = loop {
+            if self.inner.cancelled.load(Ordering::SeqCst) {
+                break true;
+            }
             let Some(deadline) = deadline else {
                 guard = self.inner.wake.wait(guard).unwrap_or_else(|e| e.into_inner());
                 continue;
             };
             let now = Instant::now();
             if now >= deadline {
-                return false;
+                break false;
             }
             guard = self.inner.wake.wait_timeout(guard, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
-        }
-        true
+        };
+        *guard -= 1;
+        cancelled
+    }
+
+    /// Plug threads asleep on this flag now.
+    #[cfg(test)]
+    fn sleepers(&self) -> usize {
+        *self.inner.sleepers.lock().unwrap()
     }
 }
 
@@ -116,6 +131,34 @@ mod tests {
 
     #[test]
     fn uncancelled_sleep_runs_out() {
-        assert!(!Cancel::new().sleep(Duration::from_millis(5)));
+        let c = Cancel::new();
+        assert!(!c.sleep(Duration::from_millis(5)));
+        assert_eq!(c.sleepers(), 0, "a sleep that ran out is no longer counted");
+    }
+
+    #[test]
+    fn every_sleeper_is_woken_and_counted_while_it_sleeps() {
+        let c = Cancel::new();
+        let sleepers: Vec<_> = (0..3)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || c.sleep(Duration::from_secs(30)))
+            })
+            .collect();
+        let asleep = Instant::now();
+        while c.sleepers() < 3 {
+            assert!(asleep.elapsed() < Duration::from_secs(10), "the three sleepers never slept");
+            std::thread::yield_now();
+        }
+        let cancelled = Instant::now();
+        c.cancel();
+        for sleeper in sleepers {
+            assert!(sleeper.join().unwrap());
+        }
+        // A sleeper the cancel did not wake would see the flag only when
+        // its 30 s ran out.
+        assert!(cancelled.elapsed() < Duration::from_secs(10), "woken by the cancel");
+        assert_eq!(c.sleepers(), 0);
+        assert!(c.sleep(Duration::from_secs(30)), "a sleep after the cancel ends at once");
     }
 }
