@@ -2,7 +2,7 @@
 # Benchmarks ssocket against peer servers of the same wire protocol (issue 6):
 # plain Rust (tokio-tungstenite, the ceiling), Node + ws, and Bun.
 #
-#   bench/run.sh            # about 13 minutes plus builds; stops by itself
+#   bench/run.sh            # about 16 minutes plus builds; stops by itself
 #
 # Builds ssocket, ssocket-bench and the Rust peer; installs the npm packages
 # `ws` and `bun` into $BENCH_SCRATCH (default /tmp/ssocket-bench-peers, never
@@ -13,7 +13,8 @@
 #
 # Environment: BENCH_SCRATCH (scratch folder), BENCH_GEN (generator binary,
 # default target/release/ssocket-bench), BENCH_SKIP_BUILD=1 (use what is
-# built), BENCH_SERVERS (default "ssocket rust node-ws bun").
+# built), BENCH_SERVERS (default "ssocket rust node-ws bun"), BENCH_ROUNDS
+# (turns of the broadcast and idle scenarios, default 5).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +25,7 @@ GEN=${BENCH_GEN:-$ROOT/target/release/ssocket-bench}
 SSOCKET=$ROOT/target/release/ssocket
 PEER_RUST=$ROOT/bench/peers/rust/target/release/ssocket-peer-rust
 SERVERS=${BENCH_SERVERS:-ssocket rust node-ws bun}
+ROUNDS=${BENCH_ROUNDS:-5}
 RESULTS=$OUT/results.jsonl
 COMMAND="bench/run.sh"
 mkdir -p "$OUT" "$SCRATCH"
@@ -226,12 +228,14 @@ if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((IDLE_BIG + 500)) ]; then
     IDLE_BIG=$(( (NOFILE - 500) / 1000 * 1000 ))
     say "ulimit -n is $NOFILE: the large idle scenario opens $IDLE_BIG connections, not 50,000"
 fi
-# Broadcast and idle three times, the servers taking turns, each round
+# Broadcast and idle $ROUNDS times, the servers taking turns, each round
 # with the machine's floor for the broadcast (the same fan-out as plain TCP
 # writes from one thread pinned to CPU 0, no server at all): one run each
 # put ssocket and Bun minutes apart, and the machine drifts more than the
-# gaps measured (issue 16). The report uses each one's median run.
-for rep in 1 2 3; do
+# gaps measured (issue 16). The report uses each one's median run. Five,
+# not three: over three, the broadcast's median CPU and p99 still moved by
+# more than the gap between ssocket and Bun from one run to the next.
+for rep in $(seq 1 "$ROUNDS"); do
     for server in $SERVERS; do
         scenario "$server" broadcast "{\"rep\":$rep}" -- broadcast --receivers 1000 --rate 200 --duration-secs 10 --payload-bytes 100
         scenario "$server" idle "{\"rep\":$rep}" -- idle --connections 10000
