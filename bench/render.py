@@ -47,6 +47,12 @@ def find(rows, server, label):
     return runs[0] if runs else None
 
 
+def count(rows, label):
+    """How many runs of a scenario there were (the most any server had)."""
+    return max((sum(1 for r in rows if r.get("server") == s and r.get("label") == label) for s, _ in SERVERS),
+               default=0)
+
+
 def all_runs(rows, server, label, key):
     return [v for r in rows if r.get("server") == server and r.get("label") == label
             for v in [num(r, key)] if v is not None]
@@ -97,26 +103,27 @@ def table(rows):
     lines = ["| scenario | measure | " + " | ".join(n for _, n in SERVERS) + " |",
              "|---|---|" + "---|" * len(SERVERS)]
     spec = [
-        ("echo: 50 conn × 4 in flight, 100 B, 10 s (median of 3 interleaved runs)", [
+        (f"echo: 50 conn × 4 in flight, 100 B, 10 s (median of {count(rows, 'echo')} interleaved runs)", [
             ("replies/s", "replies_per_sec", lambda v: fmt(v)),
             ("p50 / p99 / p99.9", None, None),
             ("server CPU", "cpu_cores", lambda v: fmt(v, "cores", 2)),
             ("replies per server core-second", "replies_per_core_second", lambda v: fmt(v)),
             ("errors", "errors", lambda v: fmt(v, digits=0)),
         ], "echo"),
-        *[(f"echo: {c:,} conn × 1 in flight, 100 B, 10 s (median of 2 runs)", [
+        *[(f"echo: {c:,} conn × 1 in flight, 100 B, 10 s (median of {count(rows, f'echo1-{c}')} runs)", [
             ("replies/s", "replies_per_sec", lambda v: fmt(v)),
             ("p50 / p99 / p99.9", None, None),
             ("replies per connection: fewest .. most", None, None),
             ("server CPU", "cpu_cores", lambda v: fmt(v, "cores", 2)),
         ], f"echo1-{c}") for c in (1000, 5000)],
-        ("broadcast: 1,000 receivers, 200 msgs/s, 10 s (median of 3 interleaved runs by server CPU)", [
+        (f"broadcast: 1,000 receivers, 200 msgs/s, 10 s (median of {count(rows, 'broadcast')} interleaved runs "
+         "by server CPU)", [
             ("sent / delivered", None, None),
             ("lost", "lost", lambda v: fmt(v, digits=0)),
             ("fan-out p50 / p99", None, None),
             ("server CPU", "cpu_cores", lambda v: fmt(v, "cores", 2)),
         ], "broadcast"),
-        ("idle: 10,000 connections (median of 3 interleaved runs by connections/s)", [
+        (f"idle: 10,000 connections (median of {count(rows, 'idle')} interleaved runs by connections/s)", [
             ("RSS per connection", "per_connection_bytes", lambda v: fmt(v / 1024 if v is not None else None, "KiB", 1)),
             ("RSS before → after", None, None),
             ("connections/s", "connections_per_sec", lambda v: fmt(v)),

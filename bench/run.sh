@@ -234,14 +234,17 @@ fi
 # put ssocket and Bun minutes apart, and the machine drifts more than the
 # gaps measured (issue 16). The report uses each one's median run. Five,
 # not three: over three, the broadcast's median CPU and p99 still moved by
-# more than the gap between ssocket and Bun from one run to the next.
+# more than the gap between ssocket and Bun from one run to the next. Who
+# goes first rotates, so no server always follows the floor's run.
+read -ra ORDER <<< "$SERVERS"
 for rep in $(seq 1 "$ROUNDS"); do
-    for server in $SERVERS; do
+    for server in "${ORDER[@]}"; do
         scenario "$server" broadcast "{\"rep\":$rep}" -- broadcast --receivers 1000 --rate 200 --duration-secs 10 --payload-bytes 100
         scenario "$server" idle "{\"rep\":$rep}" -- idle --connections 10000
     done
     wait_quiet
     record floor floor "{\"rep\":$rep}" -- floor --receivers 1000 --rate 200 --duration-secs 10 --bytes 117 --sender-cpu 0
+    ORDER=("${ORDER[@]:1}" "${ORDER[0]}")
 done
 for server in $SERVERS; do
     scenario "$server" idle-big "{\"nofile\":\"$NOFILE\"}" -- idle --connections "$IDLE_BIG"
