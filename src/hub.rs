@@ -82,6 +82,10 @@ pub struct OutQueue {
     /// Whether `QueueState::direct` may be set: a look without the lock,
     /// taken by the connection's task on every poll.
     direct_hint: AtomicBool,
+    /// Whether a socket was shared ([`OutQueue::share_socket`]): set before
+    /// the connection's task first polls, on that task, so TLS connections,
+    /// which never share one, skip `allow_direct`'s lock as they sleep.
+    shared: AtomicBool,
 }
 
 #[derive(Default)]
@@ -151,6 +155,7 @@ impl OutQueue {
         let mut state = self.lock();
         if !state.closed {
             state.socket = Some(socket);
+            self.shared.store(true, Ordering::Relaxed);
         }
     }
 
@@ -159,6 +164,9 @@ impl OutQueue {
     /// ([`OutQueue::stop_direct`]), the hub writes broadcasts straight into
     /// the socket instead of queueing them and waking the task.
     pub fn allow_direct(&self) {
+        if !self.shared.load(Ordering::Relaxed) {
+            return;
+        }
         let mut state = self.lock();
         if state.socket.is_some()
             && state.items.is_empty()
