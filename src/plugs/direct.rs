@@ -64,7 +64,7 @@ pub fn with_caught_up<R>(caught_up: bool, job: impl FnOnce() -> R) -> R {
 
 /// Whether this thread runs a plug on its connection's task for a sender
 /// the server keeps up with.
-pub fn caught_up() -> bool {
+fn caught_up() -> bool {
     CAUGHT_UP.with(|c| c.get())
 }
 
