@@ -54,6 +54,29 @@ async fn a_burst_of_connections_waits_to_be_accepted_instead_of_being_dropped() 
     drop(listener);
 }
 
+/// The accept loop hears of a connection only once its client has said
+/// something (TCP_DEFER_ACCEPT): a silent client costs the server no
+/// wake-up and no task, and one that speaks is handed over with its bytes
+/// already there to read.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_connection_reaches_the_accept_loop_only_once_its_client_has_spoken() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listener = ssocket::server::bind(&settings(dir.path())).await.expect("binds");
+    let addr = listener.local_addr().unwrap();
+    let mut client = tokio::net::TcpStream::connect(addr).await.expect("the kernel completes the handshake");
+    // Well inside the deferral (a second), so only a deferral explains it.
+    let early = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(early.is_err(), "a client that has sent nothing was handed to the accept loop");
+    client.write_all(b"GET").await.expect("write");
+    let (mut accepted, _) =
+        tokio::time::timeout(REPLY_TIMEOUT, listener.accept()).await.expect("accepted once it spoke").expect("accept");
+    let mut first = [0u8; 3];
+    tokio::time::timeout(REPLY_TIMEOUT, accepted.read_exact(&mut first)).await.expect("its bytes").expect("read");
+    assert_eq!(&first, b"GET");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_client_runs_at_most_max_in_flight_per_client() {
     let server = start_with_plugs(&[LONG, ECHO], |s| s.limits.max_in_flight_per_client = 2).await;
