@@ -40,7 +40,8 @@
 //! - [`api`]: the HTTP API: `POST /api/publish`, `POST /api/call/EVENT`.
 //! - [`auth`]: identity at connect: tokens, JWT verification.
 //! - [`app`]: the shared state of a running server ([`app::App`]).
-//! - [`server`]: start-up and shutdown: bind, serve, drain.
+//! - [`server`]: start-up and shutdown: bind (a deep accept queue, and
+//!   accepting deferred until a client speaks), serve, drain.
 //! - [`store`]: the `store::` key/value store behind one trait, in memory.
 //! - [`tls`]: `secure = true`: PEM certificate loading and the wss:// accept
 //!   loop (warp 0.4 has no TLS).

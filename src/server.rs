@@ -1,5 +1,6 @@
-//! Start-up and shutdown: bind, serve the warp routes on the listener, and
-//! drain on the way out.
+//! Start-up and shutdown: bind (with the listener options a storm of
+//! connections needs), serve the warp routes on the listener, and drain on
+//! the way out.
 //!
 //! [`run`] takes an already-bound listener and a shutdown future, so tests
 //! bind `127.0.0.1:0` and learn the address; [`start`] does the binding and
