@@ -89,14 +89,26 @@ impl Reply {
         rooms: bool,
     ) -> Result<(Reply, Option<ImmutableString>), ReplyError> {
         let type_name = value.type_name();
-        let mut map: Map = value.try_cast().ok_or_else(|| ReplyError::NotAMap(type_name.to_owned()))?;
-        let payload = map.remove("payload").ok_or(ReplyError::NoPayload)?;
-        let event = match map.remove("event") {
+        let map: Map = value.try_cast().ok_or_else(|| ReplyError::NotAMap(type_name.to_owned()))?;
+        // One pass over the map takes the four fields a reply may have
+        // (others are ignored): four `remove`s cost a key search each.
+        let (mut payload, mut event, mut room, mut event_type) = (None, None, None, None);
+        for (key, value) in map {
+            match key.as_str() {
+                "payload" => payload = Some(value),
+                "event" => event = Some(value),
+                "room" => room = Some(value),
+                "type" => event_type = Some(value),
+                _ => {}
+            }
+        }
+        let payload = payload.ok_or(ReplyError::NoPayload)?;
+        let event = match event {
             None => None,
             Some(e) if e.is_string() => Some(e.into_immutable_string().unwrap_or_default()),
             Some(e) => return Err(ReplyError::BadEvent(e.type_name().to_owned())),
         };
-        let room = match map.remove("room") {
+        let room = match room {
             Some(r) if rooms && r.is_string() => {
                 let room = r.into_immutable_string().unwrap_or_default();
                 check_room(&room).map_err(ReplyError::BadRoom)?;
@@ -107,7 +119,7 @@ impl Reply {
             }
             _ => None,
         };
-        let event_type = match map.remove("type") {
+        let event_type = match event_type {
             None if room.is_some() => EventType::BROADCAST,
             None => EventType::MESSAGE,
             Some(t) => t
@@ -386,6 +398,23 @@ mod tests {
         assert_eq!((r.event_type(), r.event(), r.payload()), (EventType::SYNC, "x", "1"));
         r.set_event_type(EventType::BROADCAST);
         assert_eq!(decode(&r.encode()).unwrap(), crate::protocol::Message::new(EventType::BROADCAST, "x", "1"));
+    }
+
+    #[test]
+    fn every_field_is_read_and_others_are_ignored() {
+        let value: Dynamic = Engine::new()
+            .eval(r#"#{zz: 0, type: 3, room: "lobby", note: "x", payload: [1], event: "ev", aa: ()}"#)
+            .unwrap();
+        let (r, room) = Reply::from_yield(value, "to-sender", "to-others").unwrap();
+        assert_eq!((r.event_type(), r.event(), r.payload()), (EventType::SYNC, "ev", "[1]"));
+        assert_eq!(room.as_deref(), Some("lobby"));
+        // Without `type` a reply to a room is a BROADCAST with the others' event.
+        let value: Dynamic = Engine::new().eval(r#"#{room: "lobby", payload: 2}"#).unwrap();
+        let (r, _) = Reply::from_yield(value, "to-sender", "to-others").unwrap();
+        assert_eq!((r.event_type(), r.event()), (EventType::BROADCAST, "to-others"));
+        // `from_dynamic` ignores `room` (its callers have no rooms).
+        let value: Dynamic = Engine::new().eval(r#"#{room: 5, payload: 2}"#).unwrap();
+        assert!(Reply::from_dynamic(value, "req").is_ok());
     }
 
     #[test]
