@@ -116,8 +116,8 @@ fn listen_on(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// before handing it to the accept loop anyway (Linux's
 /// `TCP_DEFER_ACCEPT`, in seconds). The kernel then sends its SYN-ACK
 /// again and the client's ACK completes the connection: a silent client
-/// reaches the accept loop about a second late (`ss` shows it SYN-RECV,
-/// then ESTAB after 1.5 s).
+/// reaches the accept loop a second or two late (`ss` showed it SYN-RECV,
+/// then ESTAB after about 1.5 s).
 #[cfg(target_os = "linux")]
 const DEFER_ACCEPT_SECS: i32 = 1;
 
